@@ -1,0 +1,56 @@
+"""Command line: ``python -m snnbench [group=option ...] [key=value ...]`` (Hydra).
+
+Composes ``conf/config.yaml`` with the overrides and calls :func:`snnbench.training.run`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from snnbench.config import ConfigError, register_configs
+from snnbench.data import DataError
+from snnbench.training import TrainingDiverged, run
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+register_configs()
+
+
+def _discard_empty_run_dir(run_dir: Path) -> None:
+    """Remove a run dir that holds only Hydra's own files (the run never started)."""
+    if not run_dir.is_dir():
+        return
+    if all(p.name in (".hydra", "__main__.log", "snnbench.log") for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Run one job; in a single run, bad input ends with a one-line error and exit code 2."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        return run(cfg)
+    except (ConfigError, DataError) as exc:
+        if multirun:
+            raise
+        _discard_empty_run_dir(Path(cfg.run_dir))
+        print(f"snnbench: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except TrainingDiverged as exc:
+        if multirun:
+            raise
+        print(
+            f"snnbench: run failed: {exc} (recorded in {cfg.run_dir}/metrics.json)", file=sys.stderr
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

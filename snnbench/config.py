@@ -1,0 +1,246 @@
+"""Config schemas (dataclasses registered in Hydra's ConfigStore) and value validation.
+
+Types and key names are checked by Hydra when a config is composed (each group's YAML
+extends its ``<group>_schema``); ranges and choices are checked by :func:`validate`,
+which raises :class:`ConfigError` with a one-line message naming the key.
+"""
+
+# NB: no ``from __future__ import annotations`` here: OmegaConf needs real type objects.
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+
+class ConfigError(ValueError):
+    """A composed config holds a value that is not allowed (message names the key)."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "temporal"  # ann | single_step | temporal
+    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    num_steps: int | None = 100  # T; None for the ANN
+    readout: str = "mean_mem"  # mean_mem | spike_count (SNNs)
+    engine: str = "fused"  # fused | snntorch (SNNs)
+    lr: float = 1e-4  # the study's learning rate for this model (optimizer.lr's default)
+
+
+@dataclass
+class EncodingConfig:
+    name: str = "rate"  # rate | latency | delta | direct
+    gain: float = 1.0  # rate: spike probability = gain * pixel / 255
+    tau: float = 5.0  # latency: RC time constant (in steps when linear=false)
+    threshold: float = 0.01  # latency: pixels below fire never; delta: change needed
+    linear: bool = True  # latency: linear (vs logarithmic) intensity -> time map
+    normalize: bool = True  # latency: stretch spike times over the whole window
+
+
+@dataclass
+class NeuronConfig:
+    name: str = "leaky"  # leaky | synaptic
+    beta: float = 0.9  # membrane decay per step, in (0, 1]
+    alpha: float = 0.9  # synaptic-current decay per step (synaptic only), in (0, 1]
+    threshold: float = 1.0
+    reset: str = "subtract"  # subtract | zero | none
+    surrogate: str = "atan"  # atan | fast_sigmoid | sigmoid
+    slope: float | None = None  # surrogate sharpness; None = snnTorch default
+    learn_beta: bool = False
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam / adamw
+    momentum: float = 0.0  # sgd
+    nesterov: bool = False  # sgd
+    scheduler: str = "none"  # none | cosine | step
+    step_size: int = 3  # step: epochs between decays
+    gamma: float = 0.1  # step: decay factor
+    min_lr: float = 0.0  # cosine: final learning rate
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "mnist"  # mnist | fashion_mnist
+    root: str = "data"
+    download: bool = True
+    val_size: int = 5000  # seeded hold-out from the training set
+    split_seed: int = 0  # seed of the train/validation split (fixed across trainer.seed)
+    train_subset: int | None = None  # first N training images after the split
+    eval_subset: int | None = None  # first N validation and test images (quick runs)
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    resume: bool = False
+    progress: bool = True
+    num_threads: int | None = None  # torch intra-op threads; None = torch default
+
+
+MODELS = ("ann", "single_step", "temporal")
+ENCODINGS = ("rate", "latency", "delta", "direct")
+NEURONS = ("leaky", "synaptic")
+RESETS = ("subtract", "zero", "none")
+SURROGATES = ("atan", "fast_sigmoid", "sigmoid")
+READOUTS = ("mean_mem", "spike_count")
+ENGINES = ("fused", "snntorch")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "cosine", "step")
+DATASETS = ("mnist", "fashion_mnist")
+
+_SCHEMAS = {
+    "model": ModelConfig,
+    "encoding": EncodingConfig,
+    "neuron": NeuronConfig,
+    "optimizer": OptimizerConfig,
+    "dataset": DatasetConfig,
+    "trainer": TrainerConfig,
+}
+
+
+def register_configs() -> None:
+    """Store each group's schema as the root config ``<group>_schema`` (idempotent).
+
+    Group YAMLs extend it with ``- /<group>_schema@_here_`` in their defaults list.
+    """
+    cs = ConfigStore.instance()
+    for group, node in _SCHEMAS.items():
+        cs.store(name=f"{group}_schema", node=node, provider="snnbench")
+
+
+def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
+    value = _get(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _check(cfg: DictConfig, key: str, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={_get(cfg, key)!r} is not allowed; it must be {allowed}")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check ranges and choices of a composed config; raise ConfigError on the first bad key."""
+    m, n, e, o, d, t = cfg.model, cfg.neuron, cfg.encoding, cfg.optimizer, cfg.dataset, cfg.trainer
+    _choice(cfg, "model.name", MODELS)
+    _check(
+        cfg,
+        "model.hidden",
+        len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden),
+        "a non-empty list of layer sizes >= 1",
+    )
+    _check(cfg, "model.lr", _finite(m.lr) and m.lr > 0, "a number > 0")
+    if m.name != "ann":
+        _check(
+            cfg,
+            "model.num_steps",
+            m.num_steps is not None and m.num_steps >= 1,
+            "an integer >= 1 (the number of time steps T)",
+        )
+        _choice(cfg, "model.readout", READOUTS)
+        _choice(cfg, "model.engine", ENGINES)
+        _choice(cfg, "encoding.name", ENCODINGS)
+        _check(cfg, "encoding.gain", _finite(e.gain) and 0 < e.gain <= 1, "in (0, 1]")
+        _check(cfg, "encoding.tau", _finite(e.tau) and e.tau > 0, "a number > 0")
+        _check(
+            cfg, "encoding.threshold", _finite(e.threshold) and 0 <= e.threshold < 1, "in [0, 1)"
+        )
+        _choice(cfg, "neuron.name", NEURONS)
+        _check(cfg, "neuron.beta", _finite(n.beta) and 0 < n.beta <= 1, "in (0, 1]")
+        _check(cfg, "neuron.alpha", _finite(n.alpha) and 0 < n.alpha <= 1, "in (0, 1]")
+        _check(cfg, "neuron.threshold", _finite(n.threshold) and n.threshold > 0, "a number > 0")
+        _choice(cfg, "neuron.reset", RESETS)
+        _choice(cfg, "neuron.surrogate", SURROGATES)
+        _check(
+            cfg,
+            "neuron.slope",
+            n.slope is None or (_finite(n.slope) and n.slope > 0),
+            "null (the surrogate's default) or a number > 0",
+        )
+    _choice(cfg, "optimizer.name", OPTIMIZERS)
+    _check(cfg, "optimizer.lr", _finite(o.lr) and o.lr > 0, "a number > 0")
+    _check(cfg, "optimizer.weight_decay", _finite(o.weight_decay) and o.weight_decay >= 0, ">= 0")
+    _check(
+        cfg,
+        "optimizer.betas",
+        len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+        "two numbers in [0, 1)",
+    )
+    _check(cfg, "optimizer.momentum", _finite(o.momentum) and 0 <= o.momentum < 1, "in [0, 1)")
+    _choice(cfg, "optimizer.scheduler", SCHEDULERS)
+    _check(cfg, "optimizer.step_size", o.step_size >= 1, "an integer >= 1")
+    _check(cfg, "optimizer.gamma", _finite(o.gamma) and 0 < o.gamma <= 1, "in (0, 1]")
+    _check(
+        cfg, "optimizer.min_lr", _finite(o.min_lr) and 0 <= o.min_lr <= o.lr, "in [0, optimizer.lr]"
+    )
+    _choice(cfg, "dataset.name", DATASETS)
+    _check(
+        cfg,
+        "dataset.val_size",
+        1 <= d.val_size < 60000,
+        "an integer in [1, 59999] (validation images held out of the training set)",
+    )
+    _check(
+        cfg,
+        "dataset.train_subset",
+        d.train_subset is None or d.train_subset >= 1,
+        "null (all) or an integer >= 1",
+    )
+    _check(
+        cfg,
+        "dataset.eval_subset",
+        d.eval_subset is None or d.eval_subset >= 1,
+        "null (all) or an integer >= 1",
+    )
+    _check(cfg, "trainer.epochs", t.epochs >= 1, "an integer >= 1")
+    _check(cfg, "trainer.batch_size", t.batch_size >= 1, "an integer >= 1")
+    _check(cfg, "trainer.eval_batch_size", t.eval_batch_size >= 1, "an integer >= 1")
+    _check(
+        cfg,
+        "trainer.num_threads",
+        t.num_threads is None or t.num_threads >= 1,
+        "null or an integer >= 1",
+    )
+    resolve_device(t.device)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Map ``trainer.device`` (auto | cpu | cuda | cuda:N) to a torch.device, or raise."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or (spec.startswith("cuda:") and spec[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.device={spec!r} but no CUDA GPU is available here; use auto or cpu"
+            )
+        index = int(spec[5:]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"trainer.device={spec!r}: only {torch.cuda.device_count()} GPU(s) present"
+            )
+        return torch.device(spec)
+    raise ConfigError(f"trainer.device={spec!r} is not allowed; choose auto, cpu, cuda or cuda:N")

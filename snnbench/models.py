@@ -1,0 +1,182 @@
+"""The study's models: an ANN MLP and a spiking MLP with two engines (fused, snntorch).
+
+Both spiking engines compute the same function from the same weights: ``fused`` applies
+each Linear once over all ``T*B`` rows and then runs the neuron recurrence over T
+(:mod:`snnbench.engine`); ``snntorch`` steps ``snn.Leaky``/``snn.Synaptic`` T times (the
+study's reference code).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from snnbench.engine import neuron_sequence
+from snnbench.neurons import DEFAULT_SLOPE, LIFParams
+
+
+class SNNOutput(NamedTuple):
+    """logits ``[B, C]``; spikes: one ``[T, B, N]`` tensor per LIF layer (output last);
+    mem_out: output-layer membrane ``[T, B, C]``."""
+
+    logits: torch.Tensor
+    spikes: list[torch.Tensor]
+    mem_out: torch.Tensor
+
+
+class ANN(nn.Module):
+    """Linear-ReLU-...-Linear on flattened images ``[B, in]`` -> logits ``[B, C]``."""
+
+    def __init__(self, sizes: list[int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(n_in, n_out))
+            if i < len(sizes) - 2:
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+
+    @property
+    def fcs(self) -> list[nn.Linear]:
+        return [m for m in self.net if isinstance(m, nn.Linear)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _snntorch_surrogate(surrogate: str, slope: float):
+    from snntorch import surrogate as sg
+
+    if surrogate == "atan":
+        return sg.atan(alpha=slope)
+    return {"fast_sigmoid": sg.fast_sigmoid, "sigmoid": sg.sigmoid}[surrogate](slope=slope)
+
+
+class SpikingMLP(nn.Module):
+    """Linear + LIF layers; input ``[T, B, in]`` -> :class:`SNNOutput`.
+
+    readout "mean_mem": logits = output membrane averaged over T (the study's);
+    "spike_count": logits = output spikes summed over T.
+    """
+
+    def __init__(
+        self,
+        sizes: list[int],
+        params: LIFParams,
+        neuron: str = "leaky",
+        readout: str = "mean_mem",
+        engine: str = "fused",
+        learn_beta: bool = False,
+    ):
+        super().__init__()
+        self.params, self.neuron, self.readout, self.engine = params, neuron, readout, engine
+        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        n_layers = len(self.fcs)
+        if engine == "fused":
+            beta = [torch.tensor(float(params.beta)) for _ in range(n_layers)]
+            if learn_beta:
+                self.betas = nn.ParameterList(nn.Parameter(b) for b in beta)
+            else:
+                for i, b in enumerate(beta):
+                    self.register_buffer(f"beta_{i}", b)
+        elif engine == "snntorch":
+            import snntorch as snn
+
+            kw = dict(
+                beta=params.beta,
+                threshold=params.threshold,
+                learn_beta=learn_beta,
+                spike_grad=_snntorch_surrogate(params.surrogate, params.surrogate_slope),
+                reset_mechanism=params.reset,
+            )
+            if neuron == "leaky":
+                self.lifs = nn.ModuleList(snn.Leaky(**kw) for _ in range(n_layers))
+            else:
+                self.lifs = nn.ModuleList(
+                    snn.Synaptic(alpha=params.alpha, **kw) for _ in range(n_layers)
+                )
+            # snnTorch keeps every neuron ever built in a class-level list; don't grow it.
+            snn.SpikingNeuron.instances.clear()
+        else:
+            raise ValueError(f"model.engine={engine!r} is not known")
+        self.learn_beta = learn_beta
+
+    def layer_betas(self) -> list[torch.Tensor]:
+        """The (possibly learnable) beta of each layer, as 0-dim tensors."""
+        if self.engine == "snntorch":
+            return [lif.beta for lif in self.lifs]
+        if self.learn_beta:
+            return list(self.betas)
+        return [getattr(self, f"beta_{i}") for i in range(len(self.fcs))]
+
+    def forward(self, x: torch.Tensor) -> SNNOutput:
+        if self.engine == "fused":
+            spikes, mem = self._forward_fused(x)
+        else:
+            spikes, mem = self._forward_snntorch(x)
+        if self.readout == "spike_count":
+            logits = spikes[-1].sum(0)
+        else:
+            logits = mem.mean(0)
+        return SNNOutput(logits, spikes, mem)
+
+    def _forward_fused(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        T, B = x.shape[:2]
+        spikes: list[torch.Tensor] = []
+        h = x
+        mem = x
+        for fc, beta in zip(self.fcs, self.layer_betas()):
+            cur = fc(h.reshape(T * B, -1)).reshape(T, B, -1)
+            h, mem = neuron_sequence(self.neuron, cur, self.params, beta)
+            spikes.append(h)
+        return spikes, mem
+
+    def _forward_snntorch(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        states = [
+            (lif.reset_mem(),) if self.neuron == "leaky" else lif.reset_mem() for lif in self.lifs
+        ]
+        spk_rec: list[list[torch.Tensor]] = [[] for _ in self.fcs]
+        mem_rec = []
+        for t in range(x.shape[0]):
+            h = x[t]
+            for i, (fc, lif) in enumerate(zip(self.fcs, self.lifs)):
+                out = lif(fc(h), *states[i])
+                h, states[i] = out[0], tuple(out[1:])
+                spk_rec[i].append(h)
+            mem_rec.append(states[-1][-1])
+        return [torch.stack(s) for s in spk_rec], torch.stack(mem_rec)
+
+
+def lif_params(neuron: DictConfig) -> LIFParams:
+    """LIFParams from the ``neuron`` config group."""
+    slope = neuron.slope if neuron.slope is not None else DEFAULT_SLOPE[neuron.surrogate]
+    return LIFParams(
+        beta=float(neuron.beta),
+        alpha=float(neuron.alpha),
+        threshold=float(neuron.threshold),
+        reset=str(neuron.reset),
+        surrogate=str(neuron.surrogate),
+        slope=float(slope),
+    )
+
+
+def build_model(cfg: DictConfig, in_features: int = 784, n_classes: int = 10) -> nn.Module:
+    """Build the model named by ``cfg.model.name`` (weights from the current torch RNG)."""
+    sizes = [in_features, *cfg.model.hidden, n_classes]
+    if cfg.model.name == "ann":
+        return ANN(sizes)
+    return SpikingMLP(
+        sizes,
+        lif_params(cfg.neuron),
+        neuron=cfg.neuron.name,
+        readout=cfg.model.readout,
+        engine=cfg.model.engine,
+        learn_beta=bool(cfg.neuron.learn_beta),
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

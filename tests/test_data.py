@@ -1,0 +1,93 @@
+"""IDX loading from the offline copy, damaged files, splits and batching."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from snnbench import data
+
+
+@pytest.fixture(scope="module")
+def mnist() -> data.DataSplits:
+    return data.load("mnist", root="nonexistent", download=False)
+
+
+def test_loads_real_mnist_from_env(mnist):
+    assert len(mnist.train) == 55000 and len(mnist.val) == 5000 and len(mnist.test) == 10000
+    assert mnist.train.images.dtype == torch.uint8 and mnist.train.images.shape[1:] == (28, 28)
+    assert set(mnist.test.labels.unique().tolist()) == set(range(10))
+    mean = torch.cat([mnist.train.images, mnist.val.images]).float().mean().item() / 255
+    assert mean == pytest.approx(0.1307, abs=2e-4)
+
+
+def test_split_is_seeded_and_disjoint():
+    a = data.load("mnist", root="x", download=False, val_size=100, split_seed=3)
+    b = data.load("mnist", root="x", download=False, val_size=100, split_seed=3)
+    c = data.load("mnist", root="x", download=False, val_size=100, split_seed=4)
+    assert torch.equal(a.val.images, b.val.images)
+    assert not torch.equal(a.val.images, c.val.images)
+    assert len(a.train) + len(a.val) == 60000
+
+
+def test_subsets():
+    s = data.load("mnist", root="x", download=False, train_subset=300, eval_subset=50)
+    assert (len(s.train), len(s.val), len(s.test)) == (300, 50, 50)
+
+
+def _copy_raw(tmp_path: Path) -> Path:
+    src = Path(os.environ["SNNBENCH_DATA"]) / "MNIST" / "raw"
+    dst = tmp_path / "MNIST" / "raw"
+    dst.mkdir(parents=True)
+    for f in src.glob("*.gz"):
+        shutil.copy(f, dst / f.name)
+    return dst
+
+
+def test_uncompressed_files_in_root(tmp_path, monkeypatch):
+    dst = _copy_raw(tmp_path)
+    for f in list(dst.glob("*.gz")):
+        (dst / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
+        f.unlink()
+    monkeypatch.delenv("SNNBENCH_DATA")
+    s = data.load("mnist", root=str(tmp_path), download=False)
+    assert s.source == str(dst) and len(s.test) == 10000
+
+
+def test_truncated_file_is_named(tmp_path, monkeypatch):
+    dst = _copy_raw(tmp_path)
+    f = dst / "t10k-images-idx3-ubyte.gz"
+    f.write_bytes(f.read_bytes()[:5000])
+    monkeypatch.delenv("SNNBENCH_DATA")
+    with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz.*truncated or corrupt"):
+        data.load("mnist", root=str(tmp_path), download=False)
+
+
+def test_short_payload_is_named(tmp_path, monkeypatch):
+    dst = _copy_raw(tmp_path)
+    f = dst / "t10k-labels-idx1-ubyte.gz"
+    f.write_bytes(gzip.compress(gzip.decompress(f.read_bytes())[:-10]))
+    monkeypatch.delenv("SNNBENCH_DATA")
+    with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte.gz: expected 10000"):
+        data.load("mnist", root=str(tmp_path), download=False)
+
+
+def test_missing_files_name_places_and_remedy(tmp_path, monkeypatch):
+    monkeypatch.delenv("SNNBENCH_DATA")
+    with pytest.raises(data.DataError, match="not found in .*dataset.download=true"):
+        data.load("mnist", root=str(tmp_path), download=False)
+
+
+def test_batches_cover_split_once(mnist):
+    split = data.Split(mnist.test.images[:250], mnist.test.labels[:250])
+    plain = data.batches(split, 100)
+    assert [len(y) for _, y in plain] == [100, 100, 50]
+    shuffled = data.batches(split, 100, torch.Generator().manual_seed(0))
+    labels = torch.cat([y for _, y in shuffled])
+    assert sorted(labels.tolist()) == sorted(split.labels.tolist())
+    assert not torch.equal(labels, split.labels)

@@ -1,0 +1,181 @@
+"""Tiny end-to-end runs: every model and encoding, the record, determinism, resume, NaN."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from importlib import metadata
+
+import pytest
+
+from snnbench.results import BEST_MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE
+from snnbench.training import TrainingDiverged, run
+from tests.conftest import ROOT, TINY
+
+REQUIRED = {
+    "status",
+    "test_acc",
+    "final_test_acc",
+    "best_val_acc",
+    "best_epoch",
+    "history",
+    "n_params",
+    "error",
+    "versions",
+    "config",
+    "train_time_s",
+    "epochs_completed",
+}
+EPOCH_KEYS = {
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_acc",
+    "test_acc",
+    "time_s",
+    "eval_time_s",
+    "lr",
+}
+
+CASES = [
+    ("model=ann",),
+    ("model=single_step",),
+    ("model=temporal", "encoding=rate", "model.num_steps=5"),
+    ("model=temporal", "encoding=latency", "model.num_steps=5"),
+    ("model=temporal", "encoding=delta", "model.num_steps=5"),
+    ("model=temporal", "encoding=direct", "model.num_steps=5"),
+    ("model=temporal", "neuron=synaptic", "model.num_steps=4", "model.readout=spike_count"),
+    ("model=temporal", "model.engine=snntorch", "model.num_steps=4"),
+]
+
+
+def _load(run_dir):
+    return json.loads((run_dir / METRICS_FILE).read_text())
+
+
+@pytest.mark.parametrize("overrides", CASES, ids=[" ".join(c) for c in CASES])
+def test_tiny_run_writes_complete_record(make_cfg, tmp_path, overrides):
+    cfg = make_cfg(*overrides)
+    best = run(cfg)
+    rec = _load(tmp_path / "run")
+    assert REQUIRED <= rec.keys()
+    assert rec["status"] == "completed" and rec["error"] is None
+    assert rec["best_val_acc"] == best and 0.0 <= best <= 1.0
+    assert len(rec["history"]) == 1 and EPOCH_KEYS <= rec["history"][0].keys()
+    assert rec["test_acc"] == rec["history"][0]["test_acc"] == rec["final_test_acc"]
+    assert rec["data"]["n_train"] == 256 and rec["data"]["n_test"] == 200
+    assert rec["versions"]["torch"] == metadata.version("torch")
+    assert rec["n_params"] == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+    assert (tmp_path / "run" / CHECKPOINT_FILE).is_file()
+    assert (tmp_path / "run" / BEST_MODEL_FILE).is_file()
+
+
+def test_ann_learns_above_chance(make_cfg, tmp_path):
+    cfg = make_cfg("model=ann", "dataset.train_subset=2000", "trainer.epochs=2")
+    assert run(cfg) > 0.6
+
+
+def test_test_acc_follows_best_validation_epoch(make_cfg, tmp_path):
+    cfg = make_cfg("model=ann", "trainer.epochs=3", "optimizer.lr=0.02")
+    run(cfg)
+    rec = _load(tmp_path / "run")
+    best = max(rec["history"], key=lambda h: h["val_acc"])
+    assert rec["best_val_acc"] == best["val_acc"]
+    assert rec["test_acc"] == best["test_acc"] and rec["best_epoch"] == best["epoch"]
+    assert rec["final_test_acc"] == rec["history"][-1]["test_acc"]
+
+
+def _strip_times(rec):
+    return [{k: v for k, v in h.items() if not k.endswith("time_s")} for h in rec["history"]]
+
+
+def test_same_seed_same_metrics(make_cfg, tmp_path):
+    ov = ("model=temporal", "model.num_steps=4", "trainer.epochs=2")
+    run(make_cfg(*ov, run_dir=tmp_path / "a"))
+    run(make_cfg(*ov, run_dir=tmp_path / "b"))
+    run(make_cfg(*ov, "trainer.seed=1", run_dir=tmp_path / "c"))
+    a, b, c = (_load(tmp_path / x) for x in "abc")
+    assert _strip_times(a) == _strip_times(b)
+    assert _strip_times(a) != _strip_times(c)
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    from tests.conftest import compose_cfg
+    from snnbench.training import run
+    cfg = compose_cfg({overrides!r}, {run_dir!r})
+    def kill_after_first(epoch, record):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+    run(cfg, on_epoch=kill_after_first)
+""")
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["model=ann", "optimizer.scheduler=cosine"],
+        ["model=temporal", "model.num_steps=4", "neuron.learn_beta=true"],
+    ],
+)
+def test_killed_run_resumes_to_uninterrupted_result(make_cfg, tmp_path, model):
+    overrides = [*TINY, *model, "trainer.epochs=3"]
+    killed = tmp_path / "killed"
+    script = KILL_SCRIPT.format(root=str(ROOT), overrides=overrides, run_dir=str(killed))
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
+    )
+    assert proc.returncode == -9, proc.stderr
+    partial = _load(killed)
+    assert partial["status"] == "running" and partial["epochs_completed"] == 1
+
+    run(make_cfg(*model, "trainer.epochs=3", "trainer.resume=true", run_dir=killed))
+    run(make_cfg(*model, "trainer.epochs=3", run_dir=tmp_path / "straight"))
+    resumed, straight = _load(killed), _load(tmp_path / "straight")
+    assert resumed["status"] == "completed" and resumed["resumed_at_epoch"] == 1
+    assert _strip_times(resumed) == _strip_times(straight)
+    for key in ("best_val_acc", "test_acc", "final_test_acc", "best_epoch"):
+        assert resumed[key] == straight[key]
+
+
+def test_resume_refuses_a_different_config(make_cfg, tmp_path):
+    run(make_cfg("model=ann"))
+    from snnbench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="differs in optimizer.lr"):
+        run(make_cfg("model=ann", "optimizer.lr=0.5", "trainer.resume=true"))
+
+
+def test_resume_without_checkpoint_starts_fresh(make_cfg, tmp_path):
+    assert run(make_cfg("model=ann", "trainer.resume=true")) > 0
+
+
+def test_nan_loss_fails_the_run_with_reason(make_cfg, tmp_path):
+    cfg = make_cfg("model=ann", "optimizer=sgd", "optimizer.lr=1e30", "optimizer.momentum=0")
+    with pytest.raises(TrainingDiverged, match="training loss became"):
+        run(cfg)
+    rec = _load(tmp_path / "run")
+    assert rec["status"] == "failed" and "TrainingDiverged" in rec["error"]
+
+
+def test_cli_runs_and_records(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run(
+        [sys.executable, "-m", "snnbench", "model=ann", *TINY, f"hydra.run.dir={tmp_path}/r"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    rec = _load(tmp_path / "r")
+    assert rec["status"] == "completed" and "model=ann" in rec["overrides"]

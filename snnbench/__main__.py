@@ -36,7 +36,12 @@ def main(cfg: DictConfig) -> float:
     """Run one job; in a single run, bad input ends with a one-line error and exit code 2."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        return run(cfg)
+        on_epoch = None
+        if cfg.get("optuna") and cfg.optuna.trial is not None:  # a trial of the Optuna sweeper
+            from snnbench.sweep import trial_reporter
+
+            on_epoch = trial_reporter(cfg.optuna.storage, cfg.optuna.study_name, cfg.optuna.trial)
+        return run(cfg, on_epoch=on_epoch)
     except (ConfigError, DataError) as exc:
         if multirun:
             raise

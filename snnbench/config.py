@@ -88,6 +88,14 @@ class TrainerConfig:
     num_threads: int | None = None  # torch intra-op threads; None = torch default
 
 
+@dataclass
+class SpikingConfig:
+    enabled: bool = True  # compute the spiking metrics on the test set at the end of a run
+    mac_pj: float = 4.6  # energy of one multiply-accumulate (pJ); 45 nm, Horowitz 2014
+    ac_pj: float = 0.9  # energy of one accumulate (pJ)
+    max_samples: int | None = None  # None = the whole test split; N = its first N images
+
+
 MODELS = ("ann", "single_step", "temporal")
 ENCODINGS = ("rate", "latency", "delta", "direct")
 NEURONS = ("leaky", "synaptic")
@@ -106,6 +114,7 @@ _SCHEMAS = {
     "optimizer": OptimizerConfig,
     "dataset": DatasetConfig,
     "trainer": TrainerConfig,
+    "spiking": SpikingConfig,
 }
 
 
@@ -223,6 +232,16 @@ def validate(cfg: DictConfig) -> None:
         t.num_threads is None or t.num_threads >= 1,
         "null or an integer >= 1",
     )
+    if "spiking" in cfg:
+        s = cfg.spiking
+        _check(cfg, "spiking.mac_pj", _finite(s.mac_pj) and s.mac_pj >= 0, "a number >= 0 (pJ)")
+        _check(cfg, "spiking.ac_pj", _finite(s.ac_pj) and s.ac_pj >= 0, "a number >= 0 (pJ)")
+        _check(
+            cfg,
+            "spiking.max_samples",
+            s.max_samples is None or s.max_samples >= 1,
+            "null (the whole test split) or an integer >= 1",
+        )
     resolve_device(t.device)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
+import socket
 import struct
 import zlib
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ FILES = {
 _TV_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 _SYSTEM_DIRS = {"fashion_mnist": ["/usr/share/datasets/fashion-mnist"], "mnist": []}
 _MAGIC = {2049: 1, 2051: 3}  # labels: 1 dim; images: 3 dims
+DOWNLOAD_TIMEOUT_S = 30.0  # per network operation while downloading
 
 
 class DataError(RuntimeError):
@@ -135,15 +138,23 @@ def _download(name: str, root: str) -> None:
     import torchvision  # imported lazily: only needed for downloading
 
     cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST}
+    created = [p for p in (Path(root), Path(root) / _TV_FOLDER[name]) if not p.exists()]
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # an offline machine may hang, not refuse
     try:
         for train in (True, False):
             cls[name](root, train=train, download=True)
     except Exception as exc:  # network errors come in many types
+        # leave nothing half-written: remove the folders this attempt created
+        if created:
+            shutil.rmtree(created[0], ignore_errors=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
             f"downloading {name} into {root} failed ({first}); without internet, set "
             "dataset.root or SNNBENCH_DATA to a folder holding the IDX files"
         ) from None
+    finally:
+        socket.setdefaulttimeout(old_timeout)
 
 
 def load(

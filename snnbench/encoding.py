@@ -1,7 +1,7 @@
 """Encoders: uint8 images ``[B, H, W]`` -> time-first input ``[T, B, H*W]`` (float32).
 
-All encoders run on the images' device. ``rate`` is exact Bernoulli with
-p = gain * pixel / 255; ``latency`` and ``delta`` follow ``snntorch.spikegen``;
+All encoders run on the images' device. ``rate`` is Bernoulli with
+p = gain * pixel / 255 at resolution 2**-15; ``latency`` and ``delta`` follow ``snntorch.spikegen``;
 ``direct`` feeds the analog image (pixel / 255) at every step.
 """
 
@@ -29,6 +29,20 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
     return images.reshape(images.shape[0], -1).to(torch.float32).div_(255.0)
 
 
+#: Resolution of :func:`rate`'s spike probabilities: p is rounded to a multiple of 2**-15.
+RATE_BITS = 15
+
+
+def rate_probability(images: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    """The exact P(spike) that :func:`rate` draws with: ``round(2**15 * p) / 2**15`` for
+    ``p = clamp(gain * pixel / 255, 0, 1)``; shape ``[B, H*W]``, float64.
+
+    It is within 2**-16 of ``gain * pixel / 255`` and exact at p = 0 and p = 1.
+    """
+    p = (to_unit(images) * gain).clamp_(0, 1).double()
+    return torch.round(p * 2**RATE_BITS) / 2**RATE_BITS
+
+
 def rate(
     images: torch.Tensor,
     num_steps: int,
@@ -37,18 +51,25 @@ def rate(
 ) -> torch.Tensor:
     """Bernoulli rate code: ``out[t, b, i] ~ Bernoulli(gain * images[b, i] / 255)``.
 
-    For gain = 1 the draw compares uniform random bytes r in {0..254} against the pixel
-    (P(r < pixel) = pixel/255 exactly, no float rounding); otherwise uniform floats
-    against gain*pixel/255 (float32 resolution). Shape ``[T, B, H*W]``, values {0, 1}.
+    Resolution 2**-15: each draw compares a uniform 15-bit integer ``r`` in [0, 32767]
+    with ``k = round(32768 * p)`` (``r <= k - 1``), so P(spike) = k / 32768 exactly — within
+    2**-16 of ``gain * pixel / 255``, exactly 0 for black and 1 for white pixels
+    (:func:`rate_probability`). The random integers are 64-bit words from ``generator``
+    (on the images' device), each split into four 15-bit lanes: one RNG call per four spikes.
+    Shape ``[T, B, H*W]`` float32, values {0, 1}; runs on the images' device.
     """
     flat = images.reshape(images.shape[0], -1)
     shape = (num_steps, *flat.shape)
-    if gain == 1.0 and flat.dtype == torch.uint8:
-        r = torch.randint(0, 255, shape, generator=generator, device=flat.device, dtype=torch.uint8)
-        return (r < flat).to(torch.float32)
-    p = to_unit(flat) * gain
-    u = torch.rand(shape, generator=generator, device=flat.device)
-    return (u < p).to(torch.float32)
+    n = num_steps * flat.numel()
+    # k - 1 in [-1, 32767] fits int16: "r <= k - 1" is never true for p = 0, always for p = 1
+    p = (to_unit(flat) * gain).clamp_(0, 1)
+    k1 = torch.round(p * 2**RATE_BITS).sub_(1).to(torch.int16)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=flat.device)
+    words.random_(-(2**63), None, generator=generator)  # full 64-bit range, uniform
+    words.bitwise_and_(0x7FFF7FFF7FFF7FFF)  # four uniform 15-bit lanes per word
+    r = words.view(torch.int16)[:n].view(shape)
+    out = torch.empty(shape, dtype=torch.float32, device=flat.device)
+    return torch.le(r, k1, out=out)
 
 
 def direct(images: torch.Tensor, num_steps: int) -> torch.Tensor:

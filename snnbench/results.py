@@ -57,6 +57,12 @@ def write_json(path: Path, obj: dict[str, Any]) -> None:
     _atomic(path, lambda fh: fh.write(data))
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    data = text.encode("utf-8")
+    _atomic(path, lambda fh: fh.write(data))
+
+
 def read_json(path: Path) -> dict[str, Any]:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)

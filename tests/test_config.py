@@ -22,6 +22,7 @@ GROUPS = [
     "optimizer",
     "dataset",
     "trainer",
+    "spiking",
     "experiment",
     "debug",
     "hparams_search",

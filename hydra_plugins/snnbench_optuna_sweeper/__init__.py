@@ -1,0 +1,1 @@
+"""Hydra sweepers of snnbench: ``hydra/sweeper=snnbench_optuna`` and ``snnbench_grid``."""

@@ -1,0 +1,364 @@
+"""Benchmark: ms per training step of the temporal SNN with the snnTorch loop, the fused
+engine and the GEMM floor; saved-for-backward memory; data + encoding share of an epoch.
+
+``python -m snnbench.bench [--steps 25 100] [--repeats 7] [--devices cpu cuda]
+[--batch-size 128] [--json bench_results/bench.json]``
+
+One training step = encode a batch of uint8 MNIST images + forward + backward + Adam,
+784-256-128-10, readout = output membrane averaged over T, cross-entropy:
+
+* ``snntorch``: the study's code — ``snntorch.spikegen.rate`` (``torch.bernoulli`` on a
+  float copy) and a Python loop over T calling ``snn.Leaky`` (``model.engine=snntorch``);
+* ``fused``: :func:`snnbench.encoding.rate` and ``model.engine=fused`` (each Linear once over
+  ``[T*B, in]``, the LIF recurrence as one autograd node per layer);
+* ``gemm``: the floor — the three Linears fwd+bwd as one matmul each over all ``T*B`` rows,
+  no neurons, input already encoded (its ``encode_ms`` is 0).
+
+Each repeat times every (T, engine) once, interleaved, in one process; the table shows
+medians. ``saved_mb`` is the memory autograd holds for backward after the forward pass
+(unique storages of the tensors saved via ``torch.autograd.graph.saved_tensors_hooks``,
+parameters included) — the part of peak training memory that grows with T; on CUDA
+``peak_mb`` is ``torch.cuda.max_memory_allocated`` during one step. The data share is
+(batch slicing + encoding) / (slicing + encoding + step) for the fused engine, i.e. the
+fraction of a training epoch (evaluation excluded) spent producing inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snnbench import data as data_mod
+from snnbench.encoding import rate, to_unit
+from snnbench.engine import tune_cpu_allocator
+from snnbench.models import SpikingMLP
+from snnbench.neurons import LIFParams
+
+SIZES = [784, 256, 128, 10]
+ENGINES = ("snntorch", "fused", "gemm")
+
+
+class GemmFloor(nn.Module):
+    """The three Linears over all ``T*B`` rows at once, no neurons: ``[T, B, 784]`` -> logits."""
+
+    def __init__(self, sizes: list[int]):
+        super().__init__()
+        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T, B = x.shape[:2]
+        h = x.reshape(T * B, -1)
+        for fc in self.fcs:
+            h = fc(h)
+        return h.reshape(T, B, -1).mean(0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _logits(out) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+class Case:
+    """One (engine, T, device): its model, optimizer and encoder, timed step by step."""
+
+    def __init__(self, engine: str, T: int, device: torch.device, seed: int = 0):
+        self.engine, self.T, self.device = engine, T, device
+        torch.manual_seed(seed)
+        if engine == "gemm":
+            self.model: nn.Module = GemmFloor(SIZES)
+        else:
+            self.model = SpikingMLP(SIZES, LIFParams(), engine=engine)
+        self.model.to(device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+        self.gen = torch.Generator(device=device).manual_seed(seed + 1)
+        self.encode_ms: list[float] = []
+        self.step_ms: list[float] = []
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        if self.engine == "snntorch":  # the study's encoder
+            from snntorch import spikegen
+
+            return spikegen.rate(to_unit(images), num_steps=self.T)
+        return rate(images, self.T, generator=self.gen)
+
+    def step(self, x: torch.Tensor, labels: torch.Tensor) -> None:
+        loss = F.cross_entropy(_logits(self.model(x)), labels)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def timed(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        _sync(self.device)
+        t0 = time.perf_counter()
+        x = self.encode(images)
+        _sync(self.device)
+        t1 = time.perf_counter()
+        self.step(x, labels)
+        _sync(self.device)
+        t2 = time.perf_counter()
+        self.encode_ms.append(0.0 if self.engine == "gemm" else (t1 - t0) * 1e3)
+        self.step_ms.append((t2 - t1) * 1e3)
+
+    def saved_bytes(self, images: torch.Tensor, labels: torch.Tensor) -> int:
+        """Bytes of unique storages autograd saves for backward during one forward pass."""
+        x = self.encode(images)
+        storages: dict[int, int] = {}
+
+        def pack(t: torch.Tensor):
+            s = t.untyped_storage()
+            storages[s.data_ptr()] = s.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = F.cross_entropy(_logits(self.model(x)), labels)
+        loss.backward()
+        self.opt.zero_grad(set_to_none=True)
+        return sum(storages.values())
+
+    def peak_cuda_bytes(self, images: torch.Tensor, labels: torch.Tensor) -> int | None:
+        if self.device.type != "cuda":
+            return None
+        x = self.encode(images)
+        _sync(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        self.step(x, labels)
+        _sync(self.device)
+        return torch.cuda.max_memory_allocated(self.device) - base
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_avg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        import snntorch
+
+        info["snntorch"] = snntorch.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def data_ms_per_batch(split: data_mod.Split, batch_size: int, repeats: int = 3) -> float:
+    """Median time to cut one shuffled epoch into batches, per batch (ms)."""
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        batches = data_mod.batches(split, batch_size, gen)
+        times.append((time.perf_counter() - t0) * 1e3 / max(len(batches), 1))
+    return _median(times)
+
+
+def run_bench(
+    steps: list[int],
+    repeats: int,
+    devices: list[str],
+    batch_size: int,
+    engines: list[str],
+    warmup: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Time every (device, T, engine) ``repeats`` times, interleaved; return the results."""
+    splits = data_mod.load("mnist", root="data", download=False, val_size=5000)
+    train = splits.train
+    results = []
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        split = train.to(device)
+        batches = data_mod.batches(split, batch_size, torch.Generator().manual_seed(0))
+        batches = [b for b in batches if b[1].shape[0] == batch_size]
+        cases = [Case(e, T, device) for T in steps for e in engines]
+        log(f"[{dev_name}] warm-up ...")
+        for case in cases:
+            for i in range(warmup):
+                case.step(case.encode(batches[i][0]), batches[i][1])
+            case.encode_ms.clear()
+            case.step_ms.clear()
+        for r in range(repeats):
+            log(f"[{dev_name}] repeat {r + 1}/{repeats}")
+            images, labels = batches[(warmup + r) % len(batches)]
+            for case in cases:
+                case.timed(images, labels)
+        data_ms = data_ms_per_batch(split, batch_size)
+        images, labels = batches[0]
+        for case in cases:
+            enc, step = _median(case.encode_ms), _median(case.step_ms)
+            results.append(
+                {
+                    "device": dev_name,
+                    "T": case.T,
+                    "engine": case.engine,
+                    "encode_ms": enc,
+                    "step_ms": step,
+                    "total_ms": _median([a + b for a, b in zip(case.encode_ms, case.step_ms)]),
+                    "step_ms_min": min(case.step_ms),
+                    "total_ms_min": min(a + b for a, b in zip(case.encode_ms, case.step_ms)),
+                    "step_ms_all": case.step_ms,
+                    "encode_ms_all": case.encode_ms,
+                    "data_ms": data_ms,
+                    "saved_mb": case.saved_bytes(images, labels) / 2**20,
+                    "peak_mb": (
+                        None if (pk := case.peak_cuda_bytes(images, labels)) is None else pk / 2**20
+                    ),
+                }
+            )
+    return {"results": results, "ratios": ratios(results)}
+
+
+def ratios(results: list[dict]) -> list[dict]:
+    """Per (device, T): snnTorch/fused speed-up, fused/GEMM-floor, data+encoding share."""
+    out = []
+    keys = sorted({(r["device"], r["T"]) for r in results})
+    for dev, T in keys:
+        by = {r["engine"]: r for r in results if r["device"] == dev and r["T"] == T}
+        row: dict = {"device": dev, "T": T}
+        f, s, g = by.get("fused"), by.get("snntorch"), by.get("gemm")
+        if f and s:
+            row["speedup_total"] = s["total_ms"] / f["total_ms"]
+            row["speedup_model"] = s["step_ms"] / f["step_ms"]
+            row["memory_ratio"] = f["saved_mb"] / s["saved_mb"]
+        if f and g:
+            row["fused_over_gemm"] = f["step_ms"] / g["step_ms"]
+        if f:
+            inputs = f["data_ms"] + f["encode_ms"]
+            row["data_encoding_share"] = inputs / (inputs + f["step_ms"])
+        out.append(row)
+    return out
+
+
+def table(report: dict) -> str:
+    lines = [
+        "| device | T | engine | encode ms | step ms | total ms | total ms (min) "
+        "| saved-for-backward MB | CUDA peak MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        peak = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
+        lines.append(
+            f"| {r['device']} | {r['T']} | {r['engine']} | {r['encode_ms']:.1f} | "
+            f"{r['step_ms']:.1f} | {r['total_ms']:.1f} | {r['total_ms_min']:.1f} | "
+            f"{r['saved_mb']:.0f} | {peak} |"
+        )
+    lines += [
+        "",
+        "| device | T | snnTorch / fused (with encoding) | snnTorch / fused (model only) | "
+        "fused / GEMM floor | fused memory / snnTorch | data + encoding share |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(v, spec):
+        return "-" if v is None else format(v, spec)
+
+    for q in report["ratios"]:
+        lines.append(
+            f"| {q['device']} | {q['T']} | {fmt(q.get('speedup_total'), '.1f')}x | "
+            f"{fmt(q.get('speedup_model'), '.1f')}x | {fmt(q.get('fused_over_gemm'), '.2f')}x | "
+            f"{fmt(q.get('memory_ratio'), '.2f')} | {fmt(q.get('data_encoding_share'), '.1%')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m snnbench.bench", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--steps", type=int, nargs="+", default=[25, 100], help="values of T")
+    ap.add_argument("--repeats", type=int, default=7, help="timed steps per case (median)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps per case first")
+    ap.add_argument(
+        "--devices",
+        nargs="+",
+        default=None,
+        help="devices to run on (default: cpu, plus cuda when available)",
+    )
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument(
+        "--no-tune-allocator",
+        action="store_true",
+        help="leave glibc's malloc thresholds alone (see engine.tune_cpu_allocator)",
+    )
+    ap.add_argument("--json", default="bench_results/bench.json", help="output JSON path")
+    args = ap.parse_args(argv)
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    for d in devices:
+        if d.startswith("cuda") and not torch.cuda.is_available():
+            print(f"snnbench.bench: error: --devices {d}: no CUDA device here", file=sys.stderr)
+            return 2
+    if min(args.steps) < 1 or args.repeats < 1 or args.batch_size < 1:
+        print(
+            "snnbench.bench: error: --steps, --repeats, --batch-size must be >= 1", file=sys.stderr
+        )
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    allocator_tuned = False if args.no_tune_allocator else tune_cpu_allocator()
+    try:
+        report = run_bench(
+            args.steps, args.repeats, devices, args.batch_size, args.engines, args.warmup
+        )
+    except data_mod.DataError as exc:
+        print(f"snnbench.bench: error: {exc}", file=sys.stderr)
+        return 2
+    report["machine"] = machine()
+    report["settings"] = {
+        "sizes": SIZES,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "cpu_allocator_tuned": allocator_tuned,
+        "command": " ".join(["python -m snnbench.bench", *(argv or sys.argv[1:])]),
+    }
+    print(table(report))
+    m = report["machine"]
+    print(
+        f"\nmachine: {m['cpu']}, {m['logical_cpus']} CPUs, torch {m['torch']} "
+        f"({m['torch_threads']} threads), cuda: {m['cuda']}"
+    )
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""Spiking metrics (NeuroBench conventions): firing rates, sparsity, synaptic operations,
+an energy estimate, footprint and the accuracy-latency curve.
+
+The functions at the top are pure (explicit tensors in, numbers out); :func:`spiking_metrics`
+runs one pass over a data split and returns the ``"spiking"`` section of ``metrics.json``.
+
+Conventions (see README "Spiking metrics" and ``shared/notes/metrics.md``):
+
+* synaptic operations of a Linear layer = the number of (nonzero input x nonzero weight)
+  pairs, summed over time steps and averaged over samples; biases are not counted. They are
+  ACs (accumulates) when every input value is in {-1, 0, 1}, else MACs. "Dense" operations
+  count every pair (``in * out`` per step).
+* energy (pJ) = ACs * ac_pj + MACs * mac_pj; memory access and neuron updates are ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from snnbench import data as data_mod
+
+# ---------------------------------------------------------------------------- pure counts
+
+
+def firing_rate(spikes: torch.Tensor) -> float:
+    """Mean spikes per neuron per step of a spike tensor ``[T, B, N]`` (any shape works)."""
+    return float(spikes.float().mean()) if spikes.numel() else 0.0
+
+
+def activation_sparsity(x: torch.Tensor) -> float:
+    """Fraction of zero entries of an activation tensor (spikes ``[T, B, N]`` or ``[B, N]``)."""
+    return float((x == 0).sum()) / x.numel() if x.numel() else 0.0
+
+
+def is_spike_valued(x: torch.Tensor, nonzeros: int | None = None) -> bool:
+    """True when every value of ``x`` is in {-1, 0, 1} (a layer fed ``x`` does ACs).
+
+    ``nonzeros``: the number of nonzero entries of ``x``, when the caller has it already.
+    Values in [-1, 1] are all in {-1, 0, 1} exactly when as many are +-1 as are nonzero.
+    """
+    if x.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(x)
+    if lo < -1 or hi > 1:
+        return False
+    if nonzeros is None:
+        nonzeros = int(torch.count_nonzero(x))
+    unit = x == 1 if lo >= 0 else x.abs() == 1
+    return int(torch.count_nonzero(unit)) == nonzeros
+
+
+@dataclass
+class LayerOps:
+    """Operation counts of one Linear layer over a batch of inputs (totals, not per sample).
+
+    synops: (nonzero input x nonzero weight) pairs; dense: all pairs; spike_input: whether
+    every input value was in {-1, 0, 1} (ACs) or not (MACs); zeros/values: zero and all
+    input entries (for the input sparsity).
+    """
+
+    synops: int
+    dense: int
+    spike_input: bool
+    zeros: int
+    values: int
+
+    @property
+    def op(self) -> str:
+        return "AC" if self.spike_input else "MAC"
+
+    def __add__(self, other: LayerOps) -> LayerOps:
+        return LayerOps(
+            self.synops + other.synops,
+            self.dense + other.dense,
+            self.spike_input and other.spike_input,
+            self.zeros + other.zeros,
+            self.values + other.values,
+        )
+
+
+def linear_ops(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    check_spikes: bool = True,
+    weight_nnz: torch.Tensor | None = None,
+) -> LayerOps:
+    """Synaptic operations of a Linear layer with ``weight [out, in]`` fed ``x``.
+
+    x: ``[T, B, in]`` (SNN), ``[B, in]`` (ANN) or any ``[..., in]``; every leading index is one
+    application of the layer. Input ``i`` with a nonzero value drives one operation per
+    nonzero weight in column ``i``, so synops = sum_i nnz_in[i] * nnz_w_col[i] (exact,
+    in integers). Dense = rows * in * out. Totals over all rows; divide by B for per sample.
+    ``check_spikes=False`` skips the {-1, 0, 1} test and reports MACs; ``weight_nnz``: the
+    nonzero weights per input column ``[in]``, when the caller has them already.
+    """
+    n_in = weight.shape[1]
+    rows = x.reshape(-1, n_in)
+    if rows.shape[0] > _MAX_ROWS:  # keep the float32 column counts below exact
+        chunks = rows.split(_MAX_ROWS)
+        ops = [linear_ops(c, weight, check_spikes, weight_nnz) for c in chunks]
+        return sum(ops[1:], ops[0])
+    if rows.dtype not in (torch.float32, torch.float64):
+        rows = rows.float()  # integer or half inputs: count in float32
+    nnz_w = torch.count_nonzero(weight, dim=0) if weight_nnz is None else weight_nnz  # [in]
+    ones = rows.new_ones(1, rows.shape[0])
+    nonzeros = int(torch.count_nonzero(rows))
+    spikes = False
+    # Fast path for {0, 1} spikes: the input is its own nonzero mask, so the column sums
+    # (one matrix-vector product, exact in float32 below 2**24 rows) count nonzero inputs.
+    if check_spikes and rows.numel():
+        lo, hi = torch.aminmax(rows)
+        if lo >= 0 and hi <= 1:
+            spikes = int(torch.count_nonzero(rows == 1)) == nonzeros
+            if spikes:
+                nnz_in = (ones @ rows)[0]
+        elif lo >= -1 and hi <= 1:
+            spikes = is_spike_valued(rows, nonzeros)
+            if spikes:
+                nnz_in = (ones @ rows.abs())[0]
+    if not spikes:
+        nnz_in = (ones @ (rows != 0).to(rows.dtype))[0]
+    nnz_in = nnz_in.round().long()  # [in]: nonzero inputs per input feature
+    return LayerOps(
+        synops=int((nnz_in * nnz_w.to(nnz_in.device)).sum()),
+        dense=rows.shape[0] * n_in * weight.shape[0],
+        spike_input=spikes,
+        zeros=rows.numel() - nonzeros,
+        values=rows.numel(),
+    )
+
+
+#: Rows per chunk in :func:`linear_ops` (float32 counts of 0/1 values are exact below 2**24).
+_MAX_ROWS = 1 << 23
+
+
+def energy_pj(acs: float, macs: float, ac_pj: float, mac_pj: float) -> float:
+    """Energy estimate in picojoules: ``acs * ac_pj + macs * mac_pj``."""
+    return acs * ac_pj + macs * mac_pj
+
+
+def parameter_count(model: nn.Module) -> int:
+    """All parameters (trainable or not) of ``model``."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def footprint_bytes(model: nn.Module) -> int:
+    """Bytes of the model's parameters and buffers (NeuroBench's footprint)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def connection_sparsity(weights: list[torch.Tensor]) -> float:
+    """Fraction of zero entries over the given weight matrices (biases excluded)."""
+    total = sum(w.numel() for w in weights)
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    return zeros / total if total else 0.0
+
+
+def cumulative_predictions(
+    mem_out: torch.Tensor, spikes_out: torch.Tensor, readout: str
+) -> torch.Tensor:
+    """Class predictions ``[T, B]`` when the readout is cut after step t = 1..T.
+
+    mean_mem: argmax of the output membrane ``[T, B, C]`` averaged over steps 1..t;
+    spike_count: argmax of the output spikes ``[T, B, C]`` counted over steps 1..t. (The mean
+    and the sum over 1..t have the same argmax, so the cumulative sum is used for both.)
+    """
+    if readout == "mean_mem":
+        seq = mem_out
+    elif readout == "spike_count":
+        seq = spikes_out
+    else:
+        raise ValueError(f"model.readout={readout!r} is not known")
+    return seq.cumsum(0).argmax(-1)
+
+
+def latency_accuracy(preds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Number correct at each cut: preds ``[T, B]``, labels ``[B]`` -> ``[T]`` (int64)."""
+    return (preds == labels.unsqueeze(0)).sum(1)
+
+
+def settle_steps(preds: torch.Tensor) -> torch.Tensor:
+    """First step (1-based) from which each sample's prediction no longer changes.
+
+    preds: ``[T, B]`` predictions after steps 1..T -> ``[B]`` int64 in 1..T (T when the
+    prediction changes at the last step, 1 when it never changes).
+    """
+    T = preds.shape[0]
+    differs = preds != preds[-1:]  # [T, B]: differs from the final prediction
+    steps = torch.arange(1, T + 1, device=preds.device).unsqueeze(1)  # 1-based
+    last_differs = (differs * steps).amax(0)  # 0 where it never differs
+    return last_differs + 1
+
+
+# ---------------------------------------------------------------------------- the driver
+
+
+class _OpsRecorder:
+    """Forward pre-hooks on a model's Linear layers that accumulate :class:`LayerOps`."""
+
+    def __init__(self, fcs: list[nn.Linear], check_spikes: bool = True):
+        self.check_spikes = check_spikes
+        self.ops: list[LayerOps | None] = [None] * len(fcs)
+        self.weight_nnz = [torch.count_nonzero(fc.weight.detach(), dim=0) for fc in fcs]
+        self.handles = [fc.register_forward_pre_hook(self._hook(i)) for i, fc in enumerate(fcs)]
+
+    def _hook(self, i: int):
+        def hook(module: nn.Linear, args: tuple[torch.Tensor, ...]) -> None:
+            prev = self.ops[i]
+            # once a layer has had a non-spike input it does MACs: skip the test after that
+            check = self.check_spikes and (prev is None or prev.spike_input)
+            ops = linear_ops(args[0].detach(), module.weight, check, self.weight_nnz[i])
+            self.ops[i] = ops if prev is None else prev + ops
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def spiking_metrics(
+    model: nn.Module,
+    split: data_mod.Split,
+    batcher: Any,
+    cfg: DictConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """One pass over ``split`` -> the ``"spiking"`` record (see README "Spiking metrics").
+
+    The pass walks ``data.batches(split, cfg.trainer.eval_batch_size)`` in order and encodes
+    with a generator seeded ``seed``, in eval mode without gradients — exactly as
+    :func:`snnbench.training.evaluate` — so with the same weights the spikes are the same and
+    the latency curve's last point equals that evaluation's accuracy. ``cfg.spiking``
+    gives the per-operation costs (pJ) and an optional sample cap (``max_samples``).
+    """
+    t0 = time.perf_counter()
+    sp = cfg.spiking
+    is_ann = cfg.model.name == "ann"
+    fcs = list(model.fcs)
+    device = split.images.device
+    n_layers = len(fcs)
+    cap = len(split) if sp.max_samples is None else min(int(sp.max_samples), len(split))
+
+    spike_sum = [torch.zeros((), dtype=torch.float64, device=device) for _ in fcs]
+    zero_sum = [torch.zeros((), dtype=torch.long, device=device) for _ in fcs]
+    act_values = [0] * n_layers
+    num_steps = 1
+    correct_t: torch.Tensor | None = None
+    settle_sum = torch.zeros((), dtype=torch.long, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    n = 0
+
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    recorder = _OpsRecorder(fcs, check_spikes=not is_ann)  # the ANN does MACs
+    relu_out: list[torch.Tensor] = []
+    relu_handles = []
+    if is_ann:  # the inputs of layers 2.. are the ReLU outputs: record their sparsity there
+        relu_handles = [
+            fc.register_forward_pre_hook(lambda m, a: relu_out.append(a[0].detach()))
+            for fc in fcs[1:]
+        ]
+    try:
+        with torch.no_grad():
+            for images, labels in data_mod.batches(split, cfg.trainer.eval_batch_size):
+                if n >= cap:
+                    break
+                x = batcher(images, gen)  # encode the whole batch: same draws as evaluate
+                k = min(len(labels), cap - n)
+                if k < len(labels):
+                    x = x[:k] if is_ann else x[:, :k]
+                    labels = labels[:k]
+                out = model(x)
+                if is_ann:
+                    correct += (out.argmax(1) == labels).sum()
+                    for i, a in enumerate(relu_out):
+                        zero_sum[i] += a.numel() - torch.count_nonzero(a)
+                        act_values[i] += a.numel()
+                    relu_out.clear()
+                else:
+                    num_steps = out.mem_out.shape[0]
+                    for i, s in enumerate(out.spikes):
+                        spike_sum[i] += s.sum()
+                        zero_sum[i] += s.numel() - torch.count_nonzero(s)
+                        act_values[i] += s.numel()
+                    preds = cumulative_predictions(out.mem_out, out.spikes[-1], model.readout)
+                    preds[-1] = out.logits.argmax(1)  # the model's own readout at t = T
+                    c = latency_accuracy(preds, labels)
+                    correct_t = c if correct_t is None else correct_t + c
+                    settle_sum += settle_steps(preds).sum()
+                    correct += c[-1]
+                n += len(labels)
+    finally:
+        recorder.remove()
+        for h in relu_handles:
+            h.remove()
+        model.train(was_training)
+
+    n = max(n, 1)
+    mac_pj, ac_pj = float(sp.mac_pj), float(sp.ac_pj)
+    layers: list[dict[str, Any]] = []
+    acs = macs = dense_total = dense_energy = 0.0
+    for i, (fc, ops) in enumerate(zip(fcs, recorder.ops)):
+        if ops is None:  # no sample seen
+            ops = LayerOps(0, 0, False, 0, 0)
+        op = "MAC" if is_ann else ops.op
+        synops, dense = ops.synops / n, ops.dense / n
+        if op == "AC":
+            acs += synops
+        else:
+            macs += synops
+        dense_total += dense
+        dense_energy += dense * (ac_pj if op == "AC" else mac_pj)
+        if is_ann:
+            rate = None
+            sparsity = zero_sum[i].item() / act_values[i] if act_values[i] else None
+        else:
+            rate = spike_sum[i].item() / act_values[i] if act_values[i] else 0.0
+            sparsity = zero_sum[i].item() / act_values[i] if act_values[i] else 0.0
+        layers.append(
+            {
+                "name": f"fc{i + 1}",
+                "in_features": fc.in_features,
+                "out_features": fc.out_features,
+                "op": op,
+                "synops_per_sample": synops,
+                "dense_ops_per_sample": dense,
+                "firing_rate": rate,
+                "activation_sparsity": sparsity,
+                "input_sparsity": ops.zeros / ops.values if ops.values else None,
+            }
+        )
+    n_neurons = sum(fc.out_features for fc in fcs)
+    measured = [(zero_sum[i].item(), act_values[i]) for i in range(n_layers) if act_values[i]]
+    weights = [fc.weight.detach() for fc in fcs]
+    result: dict[str, Any] = {
+        "n_samples": n,
+        "num_steps": None if is_ann else num_steps,
+        "readout": None if is_ann else model.readout,
+        "layers": layers,
+        "acs_per_sample": acs,
+        "macs_per_sample": macs,
+        "synops_per_sample": acs + macs,
+        "dense_ops_per_sample": dense_total,
+        "neuron_updates_per_sample": float(n_neurons * (1 if is_ann else num_steps)),
+        "activation_sparsity": (
+            sum(z for z, _ in measured) / sum(v for _, v in measured) if measured else None
+        ),
+        "energy_per_inference_uj": energy_pj(acs, macs, ac_pj, mac_pj) / 1e6,
+        "energy_dense_per_inference_uj": dense_energy / 1e6,
+        "energy_model": {"mac_pj": mac_pj, "ac_pj": ac_pj},
+        "n_params": parameter_count(model),
+        "footprint_bytes": footprint_bytes(model),
+        "connection_sparsity": connection_sparsity(weights),
+        "accuracy": correct.item() / n,
+        "latency_curve": None,
+        "settle_step_mean": None,
+    }
+    if not is_ann and correct_t is not None:
+        result["latency_curve"] = [c / n for c in correct_t.tolist()]
+        result["settle_step_mean"] = settle_sum.item() / n
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    result["time_s"] = time.perf_counter() - t0
+    return result

@@ -54,6 +54,14 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
+def _log_x(ax) -> None:
+    """Log x axis labelled with plain numbers at major ticks only (no overlapping labels)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def _fmt(v: Any) -> str | None:
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return None
@@ -377,7 +385,7 @@ def sweep_plot(
             df["x"] = pd.to_numeric(df["x"])  # every run its own value (a random search)
             sns.scatterplot(data=df, x="x", y="y", ax=ax, color="tab:blue", s=40)
             if (df["x"] > 0).all() and df["x"].max() / df["x"].min() >= 20:
-                ax.set_xscale("log")
+                _log_x(ax)
         elif _is_numeric(df["x"]) and df["x"].nunique() >= 3:
             df["x"] = pd.to_numeric(df["x"])
             sns.lineplot(
@@ -393,7 +401,7 @@ def sweep_plot(
                 legend=hue is not None,
             )
             if (df["x"] > 0).all() and df["x"].max() / df["x"].min() >= 100:
-                ax.set_xscale("log")
+                _log_x(ax)
         else:
             df["x"] = df["x"].map(lambda v: _fmt(v) or "none")
             order = sorted(df["x"].unique(), key=_sort_key)
@@ -408,6 +416,7 @@ def sweep_plot(
                 palette="deep" if hue else None,
                 color=None if hue else "tab:red",
                 dodge=0.2 if hue else False,
+                linestyle="none",  # categories: no line implying an order between them
                 legend=hue is not None,
             )
         if hue:
@@ -544,7 +553,7 @@ def energy_accuracy(
     )
     e = df["energy_per_inference_uj"]
     if (e > 0).all() and e.max() / e.min() >= 10:
-        ax.set_xscale("log")
+        _log_x(ax)
     costs = df["energy_model"].dropna().unique() if "energy_model" in df else []
     cost_note = f"; {costs[0]}" if len(costs) == 1 else ""
     ax.set_xlabel(f"Estimated energy per inference (µJ{cost_note})")

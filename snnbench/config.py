@@ -106,6 +106,7 @@ ENGINES = ("fused", "snntorch")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step")
 DATASETS = ("mnist", "fashion_mnist")
+OPTIMIZED_METRICS = ("best_val_acc", "final_val_acc")  # what run() returns to a sweeper
 
 _SCHEMAS = {
     "model": ModelConfig,
@@ -241,6 +242,11 @@ def validate(cfg: DictConfig) -> None:
             "spiking.max_samples",
             s.max_samples is None or s.max_samples >= 1,
             "null (the whole test split) or an integer >= 1",
+        )
+    if cfg.get("optimized_metric") not in (None, *OPTIMIZED_METRICS):
+        raise ConfigError(
+            f"optimized_metric={cfg.optimized_metric!r} is not allowed; choose "
+            f"{' or '.join(OPTIMIZED_METRICS)} (sweeps never select on test accuracy)"
         )
     resolve_device(t.device)
 

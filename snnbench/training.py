@@ -173,7 +173,8 @@ def _overrides() -> list[str]:
 
 
 def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
-    """Train and evaluate one configuration; return the best validation accuracy.
+    """Train and evaluate one configuration; return ``cfg.optimized_metric`` (default: the
+    best validation accuracy; ``final_val_acc``: the last epoch's).
 
     ``on_epoch(epoch, record)`` is called after each epoch's record is written (a sweeper
     uses it to report and prune); an exception it raises ends the run, recorded as failed
@@ -326,6 +327,8 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
         record["finished_at"] = _now()
         write_json(metrics_path, record)
         raise
+    if cfg.get("optimized_metric", "best_val_acc") == "final_val_acc":
+        return float(record["history"][-1]["val_acc"])
     return float(record["best_val_acc"])
 
 

@@ -96,6 +96,7 @@ BAD = [
     ("neuron.reset=soft", "neuron.reset"),
     ("neuron.surrogate=relu", "neuron.surrogate"),
     ("optimizer.scheduler=linear", "optimizer.scheduler"),
+    ("optimized_metric=test_acc", "optimized_metric"),
 ]
 
 

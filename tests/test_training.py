@@ -92,6 +92,12 @@ def _strip_times(rec):
     return [{k: v for k, v in h.items() if not k.endswith("time_s")} for h in rec["history"]]
 
 
+def test_optimized_metric_chooses_the_returned_value(make_cfg, tmp_path):
+    value = run(make_cfg("model=ann", "trainer.epochs=2", "optimized_metric=final_val_acc"))
+    rec = _load(tmp_path / "run")
+    assert value == rec["history"][-1]["val_acc"]
+
+
 def test_same_seed_same_metrics(make_cfg, tmp_path):
     ov = ("model=temporal", "model.num_steps=4", "trainer.epochs=2")
     run(make_cfg(*ov, run_dir=tmp_path / "a"))

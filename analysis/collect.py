@@ -275,6 +275,9 @@ def _status_problem(row: dict[str, Any]) -> Problem | None:
             "running",
             f"still running, or killed ({progress}; resume with trainer.resume=true)",
         )
+    if status == "interrupted":
+        why = f"stopped by Ctrl-C ({progress}; resume with trainer.resume=true)"
+        return Problem(run_dir, "interrupted", why)
     if status == "failed":
         return Problem(run_dir, "failed", f"{row['error'] or 'no error recorded'} ({progress})")
     if status == "pruned":
@@ -303,7 +306,7 @@ def collect(paths: list[str | Path]) -> Collection:
                 continue
             raise NoRunsError(f"{root}: is a file; give a run dir or a folder of runs")
         run_dirs, empty = find_run_dirs(root)
-        has_db = any(str(db).startswith(str(root.resolve())) for db in optuna_dbs)
+        has_db = any(Path(db).resolve().is_relative_to(root.resolve()) for db in optuna_dbs)
         if not run_dirs and not empty and not has_db:
             raise NoRunsError(f"{root}: holds no run (no metrics.json found under it)")
         for job in empty:

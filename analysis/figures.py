@@ -205,7 +205,8 @@ def choose_raster_run(runs: pd.DataFrame, metric: str = "test_acc") -> str | Non
 
 def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     """Rebuild a run's model from its metrics.json config and ``best_model.pt``, feed it the
-    first ``n_digits`` test images (encoded as in evaluation: seed trainer.seed + 7919).
+    first ``n_digits`` test images, encoded exactly as in the run's test evaluation (its first
+    evaluation batch, same seed), so the spikes are those behind ``test_acc``.
 
     Returns ``spikes`` (uint8 ``[T, B, C]``, output layer), ``images`` (``[B, 28, 28]``),
     ``labels`` and ``preds`` (``[B]``), ``config`` (the run's config dict).
@@ -215,7 +216,7 @@ def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
 
     from snnbench import data as data_mod
     from snnbench.models import build_model
-    from snnbench.training import Batcher
+    from snnbench.training import EVAL_SEED_OFFSET, Batcher
 
     run_dir = Path(run_dir)
     record = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
@@ -227,13 +228,15 @@ def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     model.load_state_dict(state)
     model.eval()
     ds = OmegaConf.to_container(cfg.dataset, resolve=True)
-    ds.update(download=False, eval_subset=None, train_subset=None)
+    ds.update(download=False)
     splits = data_mod.load(**ds)
-    images = splits.test.images[:n_digits]
+    first = splits.test.images[: int(cfg.trainer.eval_batch_size)]  # evaluate()'s first batch
+    images = first[:n_digits]
     labels = splits.test.labels[:n_digits]
-    gen = torch.Generator().manual_seed(int(cfg.trainer.seed) + 7919)
+    gen = torch.Generator().manual_seed(int(cfg.trainer.seed) + EVAL_SEED_OFFSET)
+    x = Batcher(cfg)(first, gen)
     with torch.no_grad():
-        out = model(Batcher(cfg)(images, gen))
+        out = model(x[:, :n_digits] if x.dim() == 3 else x[:n_digits])
     return {
         "spikes": out.spikes[-1].to(torch.uint8).numpy(),
         "images": images.numpy(),

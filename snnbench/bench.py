@@ -26,7 +26,6 @@ fraction of a training epoch (evaluation excluded) spent producing inputs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -44,6 +43,8 @@ from snnbench.encoding import rate, to_unit
 from snnbench.engine import tune_cpu_allocator
 from snnbench.models import SpikingMLP
 from snnbench.neurons import LIFParams
+from snnbench.results import write_json
+from snnbench.training import logits_of
 
 SIZES = [784, 256, 128, 10]
 ENGINES = ("snntorch", "fused", "gemm")
@@ -67,10 +68,6 @@ class GemmFloor(nn.Module):
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _logits(out) -> torch.Tensor:
-    return out if isinstance(out, torch.Tensor) else out.logits
 
 
 class Case:
@@ -97,7 +94,7 @@ class Case:
         return rate(images, self.T, generator=self.gen)
 
     def step(self, x: torch.Tensor, labels: torch.Tensor) -> None:
-        loss = F.cross_entropy(_logits(self.model(x)), labels)
+        loss = F.cross_entropy(logits_of(self.model, x), labels)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -125,7 +122,7 @@ class Case:
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = F.cross_entropy(_logits(self.model(x)), labels)
+            loss = F.cross_entropy(logits_of(self.model, x), labels)
         loss.backward()
         self.opt.zero_grad(set_to_none=True)
         return sum(storages.values())
@@ -320,9 +317,18 @@ def main(argv: list[str] | None = None) -> int:
         if d.startswith("cuda") and not torch.cuda.is_available():
             print(f"snnbench.bench: error: --devices {d}: no CUDA device here", file=sys.stderr)
             return 2
-    if min(args.steps) < 1 or args.repeats < 1 or args.batch_size < 1:
+    if min(args.steps) < 1 or args.repeats < 1 or args.batch_size < 1 or args.warmup < 0:
         print(
-            "snnbench.bench: error: --steps, --repeats, --batch-size must be >= 1", file=sys.stderr
+            "snnbench.bench: error: --steps, --repeats, --batch-size must be >= 1 and "
+            "--warmup >= 0",
+            file=sys.stderr,
+        )
+        return 2
+    if args.batch_size * (args.warmup + 1) > 55000:
+        print(
+            f"snnbench.bench: error: --batch-size {args.batch_size} x (--warmup + 1) must fit "
+            "in the 55000 training images",
+            file=sys.stderr,
         )
         return 2
     if args.threads:
@@ -352,10 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({m['torch_threads']} threads), cuda: {m['cuda']}"
     )
     out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out)
+    write_json(out, report)
     print(f"wrote {out}")
     return 0
 

@@ -33,7 +33,7 @@ class ModelConfig:
 class EncodingConfig:
     name: str = "rate"  # rate | latency | delta | direct
     gain: float = 1.0  # rate: spike probability = gain * pixel / 255
-    tau: float = 5.0  # latency: RC time constant (in steps when linear=false)
+    tau: float = 5.0  # latency: RC time constant; ignored when normalize=true
     threshold: float = 0.01  # latency: pixels below fire never; delta: change needed
     linear: bool = True  # latency: linear (vs logarithmic) intensity -> time map
     normalize: bool = True  # latency: stretch spike times over the whole window

@@ -72,6 +72,8 @@ def read_idx(path: Path) -> torch.Tensor:
     ndim = _MAGIC.get(magic)
     if ndim is None:
         raise DataError(f"{path}: not an IDX label/image file (magic {magic}); replace it")
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header; replace the file with a good copy")
     dims = [count, *struct.unpack(f">{ndim - 1}I", raw[8 : 4 + 4 * ndim])] if ndim > 1 else [count]
     offset = 4 + 4 * ndim
     expected = 1
@@ -179,6 +181,16 @@ def load(
             raise DataError(
                 f"{files[part + '_images']}: {n_img} images but {n_lab} labels in "
                 f"{files[part + '_labels']}; replace the damaged file"
+            )
+        images, labels = tensors[f"{part}_images"], tensors[f"{part}_labels"]
+        if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
+            raise DataError(
+                f"{files[part + '_images']}: images of shape {list(images.shape[1:])}, "
+                "expected 28 x 28; replace the file with a good copy"
+            )
+        if labels.dim() != 1 or (len(labels) and int(labels.max()) > 9):
+            raise DataError(
+                f"{files[part + '_labels']}: labels outside 0..9; replace the file with a good copy"
             )
     images, labels = tensors["train_images"], tensors["train_labels"].long()
     if not 1 <= val_size < len(labels):

@@ -127,9 +127,11 @@ class SpikingMLP(nn.Module):
         T, B = x.shape[:2]
         spikes: list[torch.Tensor] = []
         h = x
-        mem = x
         for fc, beta in zip(self.fcs, self.layer_betas()):
-            cur = fc(h.reshape(T * B, -1)).reshape(T, B, -1)
+            if h.stride(0) == 0:  # the same input at every step (direct encoding): one Linear
+                cur = fc(h[0]).unsqueeze(0).expand(T, B, -1)
+            else:
+                cur = fc(h.reshape(T * B, -1)).reshape(T, B, -1)
             h, mem = neuron_sequence(self.neuron, cur, self.params, beta)
             spikes.append(h)
         return spikes, mem

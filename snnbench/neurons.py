@@ -1,8 +1,10 @@
 """Pure LIF maths: surrogate spike functions and one-step neuron updates.
 
 These functions reproduce snnTorch 1.0's ``Leaky`` and ``Synaptic`` exactly (see
-``shared/notes/snn-semantics.md``); the engines in :mod:`snnbench.engine` loop them
-over time. Every tensor here is one time step, shape ``[B, N]``; membrane potentials
+``shared/notes/snn-semantics.md``) one step at a time: the readable reference of the maths,
+tested against snnTorch. :mod:`snnbench.engine` implements the same maths fused over T (one
+autograd node per layer) and is tested against snnTorch and these.
+Every tensor here is one time step, shape ``[B, N]``; membrane potentials
 and thresholds are in the same (arbitrary) units as the layer's input current.
 """
 
@@ -46,9 +48,9 @@ def surrogate_grad(u: torch.Tensor, surrogate: str, slope: float) -> torch.Tenso
         return (slope / 2) / (1 + (math.pi / 2 * slope * u) ** 2)
     if surrogate == "fast_sigmoid":
         return 1.0 / (slope * u.abs() + 1.0) ** 2
-    if surrogate == "sigmoid":
-        e = torch.exp(-slope * u)
-        return slope * e / (e + 1) ** 2
+    if surrogate == "sigmoid":  # slope*e/(e+1)^2 with e = exp(-slope*u), without overflow
+        s = torch.sigmoid(slope * u)
+        return slope * s * (1 - s)
     raise ValueError(f"unknown surrogate {surrogate!r}; choose one of {', '.join(DEFAULT_SLOPE)}")
 
 

@@ -478,7 +478,7 @@ def study_results(study: optuna.Study, storage: str, extra: Mapping[str, Any]) -
         "study_name": study.study_name,
         "storage": redact(storage),
         "direction": study.direction.name.lower(),
-        "metric": "best_val_acc",
+        "metric": "best_val_acc",  # replaced by the sweeper's optimized_metric via extra
         "best_params": dict(best.params) if best else None,
         "best_value": float(best.value) if best else None,
         "best_trial": best.number if best else None,

@@ -44,6 +44,8 @@ log = logging.getLogger("snnbench")
 
 #: Config keys that may differ between a checkpoint and the run resuming it.
 RESUME_FREE_KEYS = ("trainer.resume", "trainer.progress", "trainer.num_threads", "run_dir")
+#: Evaluation encodes with a generator seeded ``trainer.seed + EVAL_SEED_OFFSET``.
+EVAL_SEED_OFFSET = 7919
 #: Key prefixes that only concern what is computed after training (free on resume, too).
 RESUME_FREE_PREFIXES = ("spiking.",)
 
@@ -198,6 +200,10 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
                 f"trainer.resume=true but {run_dir} holds a run of a different config "
                 f"(differs in {', '.join(changed)}); use a new hydra.run.dir or the same config"
             )
+        finished = _finished_record(run_dir, checkpoint["epoch"], cfg.trainer.epochs)
+        if finished is not None:  # nothing left to do: return at once, leave the record as is
+            log.info("%s already completed %d epochs", run_dir, checkpoint["epoch"])
+            return _objective(cfg, finished)
 
     splits = data_mod.load(**OmegaConf.to_container(cfg.dataset, resolve=True))
     record: dict[str, Any] = {
@@ -257,11 +263,11 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
         start_epoch = checkpoint["epoch"] + 1
         log.info("resuming %s after epoch %d", run_dir, checkpoint["epoch"])
         if start_epoch > cfg.trainer.epochs:
-            log.info("run already completed")
+            log.info("all epochs done; finishing the run (spiking metrics)")
 
     metrics_path = run_dir / METRICS_FILE
     write_json(metrics_path, record)
-    eval_seed = seed + 7919
+    eval_seed = seed + EVAL_SEED_OFFSET
     try:
         for epoch in range(start_epoch, cfg.trainer.epochs + 1):
             entry = _train_epoch(
@@ -321,15 +327,36 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
         record["finished_at"] = _now()
         write_json(metrics_path, record)
     except BaseException as exc:
-        pruned = type(exc).__name__ == "TrialPruned"
-        record["status"] = "pruned" if pruned else "failed"
+        if type(exc).__name__ == "TrialPruned":
+            record["status"] = "pruned"
+        elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C: resumable, not a failure
+            record["status"] = "interrupted"
+        else:
+            record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["finished_at"] = _now()
         write_json(metrics_path, record)
         raise
+    return _objective(cfg, record)
+
+
+def _objective(cfg: DictConfig, record: dict[str, Any]) -> float:
+    """The value returned to a sweeper: ``cfg.optimized_metric`` of a finished record."""
     if cfg.get("optimized_metric", "best_val_acc") == "final_val_acc":
         return float(record["history"][-1]["val_acc"])
     return float(record["best_val_acc"])
+
+
+def _finished_record(run_dir: Path, ckpt_epoch: int, epochs: int) -> dict[str, Any] | None:
+    """The run's metrics.json if it says ``completed`` after ``epochs`` epochs, else None."""
+    if ckpt_epoch < epochs:
+        return None
+    try:
+        record = read_json(run_dir / METRICS_FILE)
+    except (OSError, ValueError):
+        return None
+    done = record.get("status") == "completed" and record.get("epochs_completed") == epochs
+    return record if done else None
 
 
 def _train_epoch(
@@ -389,8 +416,3 @@ def _train_epoch(
         "time_s": elapsed,
         "lr": optimizer.param_groups[0]["lr"],
     }
-
-
-def load_record(run_dir: Path) -> dict[str, Any]:
-    """The ``metrics.json`` of a run directory."""
-    return read_json(Path(run_dir) / METRICS_FILE)

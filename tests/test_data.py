@@ -77,6 +77,27 @@ def test_short_payload_is_named(tmp_path, monkeypatch):
         data.load("mnist", root=str(tmp_path), download=False)
 
 
+@pytest.mark.parametrize("keep", [12, 0])
+def test_header_cut_short_is_named(tmp_path, monkeypatch, keep):
+    dst = _copy_raw(tmp_path)
+    f = dst / "train-images-idx3-ubyte.gz"
+    f.write_bytes(gzip.compress(gzip.decompress(f.read_bytes())[:keep]))
+    monkeypatch.delenv("SNNBENCH_DATA")
+    with pytest.raises(data.DataError, match="train-images-idx3-ubyte.gz: truncated IDX header"):
+        data.load("mnist", root=str(tmp_path), download=False)
+
+
+def test_labels_out_of_range_are_named(tmp_path, monkeypatch):
+    dst = _copy_raw(tmp_path)
+    f = dst / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(f.read_bytes()))
+    raw[8] = 42
+    f.write_bytes(gzip.compress(bytes(raw)))
+    monkeypatch.delenv("SNNBENCH_DATA")
+    with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte.gz: labels outside 0..9"):
+        data.load("mnist", root=str(tmp_path), download=False)
+
+
 def test_missing_files_name_places_and_remedy(tmp_path, monkeypatch):
     monkeypatch.delenv("SNNBENCH_DATA")
     with pytest.raises(data.DataError, match="not found in .*dataset.download=true"):

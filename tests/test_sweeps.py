@@ -200,6 +200,22 @@ def test_optuna_stops_past_max_failure_rate(tmp_path):
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]  # 2 > 0.25 x 4
 
 
+def test_plain_value_on_the_command_line_fixes_a_searched_key(tmp_path):
+    sweep(
+        "hparams_search=optuna",
+        "neuron.beta=0.9",  # searched by hparams_search=optuna: now fixed for every trial
+        "model.num_steps=3",
+        "hydra.sweeper.n_trials=1",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    (trial,) = load(f"sqlite:///{tmp_path / 'optuna.db'}").get_trials()
+    assert set(trial.params) == {"optimizer.lr"}
+    config = json.loads((tmp_path / "0" / "metrics.json").read_text())["config"]
+    assert config["neuron"]["beta"] == 0.9 and config["model"]["num_steps"] == 3
+    results = (tmp_path / "optimization_results.yaml").read_text()
+    assert "metric: best_val_acc" in results
+
+
 def test_bad_sweeper_setting_is_one_line_error(tmp_path):
     proc = sweep(
         "hparams_search=optuna",
@@ -265,7 +281,9 @@ def test_two_processes_on_one_journal_finish_exactly_max_trials(tmp_path):
 def test_killed_sweep_continues_and_retries_its_running_trial(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     args = [sys.executable, "-m", "snnbench", "-m", *FAST, "hparams_search=optuna"]
-    args += ["trainer.epochs=2", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path}"]
+    # a trial long enough (T >= 30, 3 epochs) to be killed while it trains
+    args += ["model.num_steps=range(30, 51, step=10)", "trainer.epochs=3"]
+    args += ["hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path}"]
     proc = subprocess.Popen(
         args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -279,7 +297,12 @@ def test_killed_sweep_continues_and_retries_its_running_trial(tmp_path):
     (killed,) = load(storage).get_trials()
     assert killed.state == TrialState.RUNNING
 
-    sweep("hparams_search=optuna", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path}")
+    sweep(
+        "hparams_search=optuna",
+        "model.num_steps=range(30, 51, step=10)",  # the same search space as the killed run
+        "hydra.sweeper.n_trials=1",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     trials = load(storage).get_trials()
     assert [t.number for t in trials] == [0, 1]
     assert trials[0].state == TrialState.FAIL and "died" in trials[0].user_attrs["error"]

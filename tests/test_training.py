@@ -160,6 +160,25 @@ def test_resume_refuses_a_different_config(make_cfg, tmp_path):
         run(make_cfg("model=ann", "optimizer.lr=0.5", "trainer.resume=true"))
 
 
+def test_ctrl_c_is_recorded_interrupted_and_resumes(make_cfg, tmp_path):
+    def interrupt(epoch, record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg("model=ann", "trainer.epochs=2"), on_epoch=interrupt)
+    assert _load(tmp_path / "run")["status"] == "interrupted"
+    run(make_cfg("model=ann", "trainer.epochs=2", "trainer.resume=true"))
+    rec = _load(tmp_path / "run")
+    assert rec["status"] == "completed" and rec["resumed_at_epoch"] == 1
+
+
+def test_resuming_a_completed_run_returns_at_once(make_cfg, tmp_path):
+    best = run(make_cfg("model=ann"))
+    before = (tmp_path / "run" / METRICS_FILE).read_text()
+    assert run(make_cfg("model=ann", "trainer.resume=true")) == best
+    assert (tmp_path / "run" / METRICS_FILE).read_text() == before
+
+
 def test_resume_without_checkpoint_starts_fresh(make_cfg, tmp_path):
     assert run(make_cfg("model=ann", "trainer.resume=true")) > 0
 

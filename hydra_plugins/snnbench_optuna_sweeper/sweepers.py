@@ -1,10 +1,10 @@
-"""snnbench's Hydra sweepers.
+"""snnbench's Hydra sweeper, ``hydra/sweeper=snnbench`` (the default in conf/config.yaml).
 
-* ``hydra/sweeper=snnbench_grid`` (the default in conf/config.yaml): Hydra's basic grid
-  sweeper that runs every job even when some fail, writes ``<sweep dir>/summary.csv``
-  after every batch, and ends with a one-line message and exit code 1 if a job failed.
-* ``hydra/sweeper=snnbench_optuna`` (``hparams_search=optuna``): an Optuna 4/5 ask/tell
-  sweeper with a persistent, shareable study, pruning through the storage, failure
+* ``hydra.sweeper.search=grid`` (default): Hydra's basic grid sweep that runs every job
+  even when some fail, writes ``<sweep dir>/summary.csv`` after every batch, and ends with
+  a one-line message and exit code 1 if a job failed.
+* ``hydra.sweeper.search=optuna`` (set by ``hparams_search=optuna``): an Optuna 4/5
+  ask/tell sweep with a persistent, shareable study, pruning through the storage, failure
   isolation and a study-wide trial cap. See README "Sweeps".
 """
 
@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class SamplerConf:
     name: str = "tpe"  # tpe | random
-    seed: int | None = None  # offset by the trial number, so a resumed study never replays
-    n_startup_trials: int = 10  # tpe: random trials before the model kicks in
+    seed: int | None = 1234  # offset by the trial number, so a resumed study never replays
+    n_startup_trials: int = 5  # tpe: random trials before the model kicks in
     multivariate: bool = False  # tpe
     constant_liar: bool = True  # tpe: avoid sampling next to trials still running
 
@@ -46,8 +46,8 @@ class SamplerConf:
 @dataclass
 class PrunerConf:
     name: str = "median"  # median | percentile | threshold | successive_halving | none
-    n_startup_trials: int = 5  # median/percentile: finished trials before pruning starts
-    n_warmup_steps: int = 0  # epochs a trial runs before it may be pruned
+    n_startup_trials: int = 3  # median/percentile: finished trials before pruning starts
+    n_warmup_steps: int = 1  # epochs a trial runs before it may be pruned
     interval_steps: int = 1
     percentile: float = 25.0  # percentile
     lower: float | None = None  # threshold: prune when val_acc < lower
@@ -248,16 +248,21 @@ class OptunaSweeper(Sweeper):
 
         dists, fixed = search_space(self.params)
         parser = OverridesParser.create()
-        cli_sweeps = {}
+        last: dict[str, tuple[bool, str]] = {}  # key -> (is a sweep, arg); the last one wins
         for arg in arguments:
             override = parser.parse_overrides([arg])[0]
-            if override.is_sweep_override():
-                cli_sweeps[override.get_key_element()] = arg.split("=", 1)[1]
-            else:
-                fixed.append(arg)
+            key = override.get_key_element()
+            last.pop(key, None)  # keep command-line order for the fixed ones
+            last[key] = (override.is_sweep_override(), arg)
+        cli_sweeps = {k: arg.split("=", 1)[1] for k, (sweep, arg) in last.items() if sweep}
+        cli_fixed = [arg for sweep, arg in last.values() if not sweep]
+        cli_fixed_keys = {k for k, (sweep, _) in last.items() if not sweep}
         cli_dists, _ = search_space(cli_sweeps)
         dists.update(cli_dists)
+        for key in cli_fixed_keys:  # a plain value on the command line fixes a searched key
+            dists.pop(key, None)
         fixed = [f for f in fixed if f.split("=", 1)[0] not in dists]
+        fixed = [f for f in fixed if f.split("=", 1)[0] not in cli_fixed_keys] + cli_fixed
         if not dists:
             from snnbench.sweep import SweepConfigError
 
@@ -418,8 +423,13 @@ class OptunaSweeper(Sweeper):
         exc: BaseException | None = None
         if ret is None:  # launcher lost the batch: trust what the job recorded, if anything
             record = _read_metrics(run_dir) or {}
-            if record.get("status") == "completed":
-                value = record.get("best_val_acc")
+            if record.get("status") == "completed" and record.get("history"):
+                metric = self.config.get("optimized_metric", "best_val_acc")
+                value = (
+                    record["history"][-1]["val_acc"]
+                    if metric == "final_val_acc"
+                    else record.get("best_val_acc")
+                )
             elif record.get("status") == "pruned":
                 exc = _Pruned(record.get("error"))
             else:
@@ -464,6 +474,7 @@ class OptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        metric = self.config.get("optimized_metric", "best_val_acc")
         self._worker = worker_id()
         self._fail_dead_trials(study)
         log.info(
@@ -504,14 +515,17 @@ class OptunaSweeper(Sweeper):
             for trial, ret in zip(trials, results):
                 counts[self._tell(study, trial, ret, lost)] += 1
             returns.append([r for r in results if r is not None])
-            write_study_files(study, sweep_dir, self.storage_spec, {})
+            write_study_files(study, sweep_dir, self.storage_spec, {"metric": metric})
             if counts["FAIL"] > self.max_failure_rate * self.n_trials:
                 stop_reason = (
                     f"{counts['FAIL']} of {done} trials failed, more than "
                     f"max_failure_rate={self.max_failure_rate} x n_trials={self.n_trials}"
                 )
 
-        extra = {"this_run": {"trials": done, **{k.lower(): v for k, v in counts.items()}}}
+        extra = {
+            "metric": metric,
+            "this_run": {"trials": done, **{k.lower(): v for k, v in counts.items()}},
+        }
         results_ = write_study_files(study, sweep_dir, self.storage_spec, extra)
         log.info(
             "done: %d trials here (%s); study: %s; best value %s, params %s; %s",

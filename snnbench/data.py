@@ -207,7 +207,8 @@ def _fetch_file(urls: list[str], md5: str, dest: Path) -> None:
             errors.append(f"{url}: {first}")
         finally:
             part.unlink(missing_ok=True)
-    raise DataError("; ".join(errors))
+    more = f"; {len(errors) - 1} other mirror(s) failed too" if len(errors) > 1 else ""
+    raise DataError(f"{errors[0]}{more}")
 
 
 def fetch(
@@ -238,9 +239,9 @@ def fetch(
                 break
         head = f"{context}, and " if context else ""
         raise DataError(
-            f"{head}downloading {name} into {target} failed ({exc}); without internet, put "
-            f"the four files ({', '.join(f for f, _ in resources)}) in {target}, or set "
-            "SNNBENCH_DATA (or dataset.root) to a folder holding them"
+            f"{head}downloading them into {target} failed ({exc}); without internet, put "
+            f"{', '.join(f for f, _ in resources)} in {target}, or set SNNBENCH_DATA "
+            "(or dataset.root) to a folder holding them"
         ) from None
     found = _find_in(target)
     if not found:  # the mirrors' list names other files than ours

@@ -30,6 +30,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     except data.DataError as exc:
         raise pytest.UsageError(f"snnbench tests need MNIST: {exc}") from None
 
+
 #: Overrides that make any run tiny: a few hundred images, no progress bar, no download.
 TINY = [
     "dataset.train_subset=256",

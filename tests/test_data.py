@@ -108,3 +108,12 @@ def test_batches_cover_split_once(mnist):
     labels = torch.cat([y for _, y in shuffled])
     assert sorted(labels.tolist()) == sorted(split.labels.tolist())
     assert not torch.equal(labels, split.labels)
+
+
+def test_resume_accepts_data_found_elsewhere(make_cfg, tmp_path):
+    """Where the same files are found (dataset.root, download) is not part of a run."""
+    from snnbench.training import run
+
+    run(make_cfg("model=ann"))
+    run(make_cfg("model=ann", f"dataset.root={tmp_path / 'none'}", "dataset.download=true",
+                 "trainer.resume=true"))  # fmt: skip

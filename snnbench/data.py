@@ -109,14 +109,14 @@ def cache_dir() -> Path:
 
 def download_dir(name: str, root: str | None) -> Path:
     """Where a download of dataset ``name`` goes: ``<root or cache>/<Name>/raw``."""
-    return (Path(root) if root else cache_dir()) / _TV_FOLDER[name] / "raw"
+    return (Path(root).expanduser() if root else cache_dir()) / _TV_FOLDER[name] / "raw"
 
 
 def _candidate_dirs(name: str, root: str | None) -> list[Path]:
-    bases = [Path(root)] if root else []
+    bases = [Path(root).expanduser()] if root else []
     env = os.environ.get("SNNBENCH_DATA")
     if env:
-        bases.append(Path(env))
+        bases.append(Path(env).expanduser())
     bases.append(cache_dir())
     dirs: list[Path] = []
     for base in bases:

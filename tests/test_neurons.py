@@ -110,6 +110,7 @@ def test_snntorch_engine_leaves_other_neurons_registered():
     """Building a model with the snntorch engine must not clear snnTorch's registry for
     neurons the user made (only ours are taken out)."""
     import snntorch as snn
+
     from snnbench.models import build_model
     from tests.conftest import compose_cfg
 

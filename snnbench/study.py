@@ -327,12 +327,28 @@ class Runner:
             t0 = time.time()
             print(f"[study] {now()} {part}: {item.path}", flush=True)
             res = subprocess.run(self.command(item), stdin=subprocess.DEVNULL)
+            if res.returncode == 2 and isinstance(item, RunSpec) and self._drop_stale(item):
+                res = subprocess.run(self.command(item), stdin=subprocess.DEVNULL)
             self._log_part(part, items, time.time() - t0)
             if res.returncode != 0 or not self.done(item):
                 print(f"[study] {part}: {item.path} did not finish (exit {res.returncode})")
                 ok = False
         self._log_part(part, items, 0.0)
         return ok
+
+    def _drop_stale(self, item: RunSpec) -> bool:
+        """A checkpoint the run refused to resume (written by another version or config of
+        snnbench): remove it and the unfinished record so the run starts again. True if
+        there was one."""
+        from snnbench.results import CHECKPOINT_FILE
+
+        ckpt = self.root / item.path / CHECKPOINT_FILE
+        if not ckpt.is_file():
+            return False
+        print(f"[study] {item.path}: its checkpoint cannot be resumed; starting it again")
+        ckpt.unlink()
+        (self.root / item.path / METRICS_FILE).unlink(missing_ok=True)
+        return True
 
     def _log_part(self, part: str, items: Sequence[Item], seconds: float) -> None:
         """Add ``seconds`` to the part's wall time (summed over sessions) and count its items."""

@@ -332,7 +332,10 @@ def spike_raster(run_dir: str | Path, path: str | Path, n_digits: int = 4) -> Pa
         ax.set_xlim(0.5, T + 0.5)
         ax.set_ylim(-0.6, C - 0.4)
         ax.set_yticks(range(C), [str(c) for c in range(C)] if b == 0 else [])
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if T <= 10:
+            ax.set_xticks(range(1, T + 1))
+        else:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5, integer=True))
         ax.set_xlabel("Time step t")
         ax.grid(False)
         if b == 0:

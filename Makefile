@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 # one stamp per checkout, so an environment shared by several checkouts installs each
 STAMP := $(VENV)/.snnbench-installed-$(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-fast lint format bench wheel
+.PHONY: install run test test-fast lint format bench wheel study study-quick
 
 install: $(STAMP)
 
@@ -48,3 +48,9 @@ bench: $(STAMP)
 wheel: $(STAMP)
 	rm -rf build dist
 	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps -w dist .
+
+study: $(STAMP)
+	$(PY) -m snnbench.study $(ARGS)
+
+study-quick: $(STAMP)
+	$(PY) -m snnbench.study --quick --root outputs/study_quick $(ARGS)

@@ -86,6 +86,7 @@ class TrainerConfig:
     resume: bool = False
     progress: bool = True
     num_threads: int | None = None  # torch intra-op threads; None = torch default
+    test_every_epoch: bool = False  # also evaluate the test set after every epoch
 
 
 @dataclass

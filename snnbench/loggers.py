@@ -304,8 +304,13 @@ class MLflowLogger:
         ctx = hydra_context()
         run_dir = Path(run_dir)
         uri = self._uri(run_dir, ctx["sweep_dir"])
-        self.client = MlflowClient(tracking_uri=uri)
-        experiment_id = self._experiment_id(uri)
+        if uri.startswith("sqlite:///"):  # jobs in parallel must not both create the schema
+            with file_lock(Path(uri[len("sqlite:///") :] + ".lock")):
+                self.client = MlflowClient(tracking_uri=uri)
+                experiment_id = self._experiment_id(uri)
+        else:
+            self.client = MlflowClient(tracking_uri=uri)
+            experiment_id = self._experiment_id(uri)
         if ctx["sweep_dir"] is not None:
             self.parent_id = self._parent(experiment_id, ctx["sweep_dir"], uri)
         previous = run_dir / MLFLOW_RUN_FILE

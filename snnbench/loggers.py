@@ -107,9 +107,7 @@ def config_params(cfg: DictConfig) -> dict[str, Any]:
 def epoch_metrics(entry: Mapping[str, Any]) -> dict[str, float]:
     """One metrics.json history entry -> ``{tracker name: value}`` (numbers only)."""
     return {
-        name: float(entry[key])
-        for key, name in EPOCH_METRICS.items()
-        if _is_number(entry.get(key))
+        name: float(entry[key]) for key, name in EPOCH_METRICS.items() if _is_number(entry.get(key))
     }
 
 
@@ -299,7 +297,7 @@ class MLflowLogger:
         from mlflow.tracking import MlflowClient
 
         # a dead server should cost seconds, not MLflow's default minutes of retries
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         ctx = hydra_context()
         run_dir = Path(run_dir)
@@ -321,18 +319,22 @@ class MLflowLogger:
                 self.client.update_run(self.run_id, status="RUNNING")
                 self.resumed = True
         if self.run_id is None:
-            tags = {"snnbench.run_dir": str(run_dir.resolve()), "snnbench.host": socket.gethostname()}
-            if self.parent_id is not None:
-                tags["mlflow.parentRunId"] = self.parent_id
-            trial = cfg.get("optuna", {}).get("trial") if cfg.get("optuna") else None
-            if trial is not None:
-                tags["optuna.trial"] = str(trial)
-                tags["optuna.study_name"] = str(cfg.optuna.study_name)
-            tags.update(self.tags)
-            name = self.run_name or _default_run_name(trial, ctx["job"], run_dir)
-            self.run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+            self.run_id = self._new_run(cfg, experiment_id, run_dir, ctx["job"])
             info = {"tracking_uri": uri, "run_id": self.run_id, "experiment_id": experiment_id}
             previous.write_text(json.dumps(info, indent=2) + "\n")
+
+    def _new_run(self, cfg: DictConfig, experiment_id: str, run_dir: Path, job: Any) -> str:
+        """Create this job's run (tagged with its parent and Optuna trial); its id."""
+        tags = {"snnbench.run_dir": str(run_dir.resolve()), "snnbench.host": socket.gethostname()}
+        if self.parent_id is not None:
+            tags["mlflow.parentRunId"] = self.parent_id
+        trial = cfg.optuna.get("trial") if cfg.get("optuna") else None
+        if trial is not None:
+            tags["optuna.trial"] = str(trial)
+            tags["optuna.study_name"] = str(cfg.optuna.study_name)
+        tags.update(self.tags)
+        name = self.run_name or _default_run_name(trial, job, run_dir)
+        return self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
 
     # -- logging
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -400,13 +402,15 @@ class RunLoggers:
             except Exception as exc:  # a tracker never takes the run down
                 name = getattr(adapter, "name", type(adapter).__name__)
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                if len(message) > 240:
+                    message = message[:240] + "..."
                 log.warning(
                     "logger %s failed (%s): %s: %s; it is off for the rest of this run "
                     "(metrics.json is unaffected)",
                     name,
                     what,
                     type(exc).__name__,
-                    message[:300],
+                    message,
                 )
                 self.adapters.remove(adapter)
                 try:

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -99,7 +103,8 @@ def test_tensorboard_and_mlflow_read_back_equal_metrics_json(make_cfg, tmp_path)
         want = [(h["epoch"], pytest.approx(h[key], rel=1e-6)) for h in rec["history"]]
         assert got == want, name
     for name, value in final.items():
-        assert [(e.step, e.value) for e in ea.Scalars(name)] == [(2, pytest.approx(value, rel=1e-6))]
+        got = [(e.step, e.value) for e in ea.Scalars(name)]
+        assert got == [(2, pytest.approx(value, rel=1e-6))], name
     hp = {
         tag: plugin_data_pb2.HParamsPluginData.FromString(content)
         for tag, content in ea.PluginTagToContent("hparams").items()
@@ -224,3 +229,84 @@ def test_journal_storage_opens_in_optuna_dashboard(tmp_path):
     assert summary["study_name"] == "snnbench"
     detail = _dashboard_get(app, f"/api/studies/{summary['study_id']}")
     assert len(detail["trials"]) == 3
+
+
+def test_interrupted_run_is_logged_and_its_resume_continues_the_mlflow_run(make_cfg, tmp_path):
+    mlflow = pytest.importorskip("mlflow", reason='needs the mlflow extra (".[mlflow]")')
+
+    def interrupt(epoch, record):
+        raise KeyboardInterrupt
+
+    cfg = make_cfg("logger=mlflow", "model.num_steps=2", "trainer.epochs=2")
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, on_epoch=interrupt)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    (first,) = client.search_runs([client.get_experiment_by_name("snnbench").experiment_id])
+    assert first.info.status == "KILLED"
+    assert first.data.tags["snnbench.status"] == "interrupted"
+    assert first.data.metrics["epochs_completed"] == 1
+
+    run(make_cfg("logger=mlflow", "model.num_steps=2", "trainer.epochs=2", "trainer.resume=true"))
+    rec = _record(tmp_path / "run")
+    assert rec["status"] == "completed" and rec["resumed_at_epoch"] == 1
+    (again,) = client.search_runs([client.get_experiment_by_name("snnbench").experiment_id])
+    assert again.info.run_id == first.info.run_id and again.info.status == "FINISHED"
+    history = client.get_metric_history(again.info.run_id, "val/acc")
+    assert sorted((m.step, m.value) for m in history) == [
+        (h["epoch"], h["val_acc"]) for h in rec["history"]
+    ]
+    assert again.data.metrics["best_val_acc"] == rec["best_val_acc"]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real ``mlflow server`` on a free loopback port (SQLite backend); its URL."""
+    pytest.importorskip("mlflow", reason='needs the mlflow extra (".[mlflow]")')
+    exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+    if exe is None:
+        pytest.skip("the mlflow command is not on PATH")
+    port = _free_port()
+    store = tmp_path / "server"
+    store.mkdir()
+    proc = subprocess.Popen(
+        [exe, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+         "--default-artifact-root", str(store / "artifacts")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("mlflow server did not start")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and the workers it started
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_mlflow_server_url(make_cfg, tmp_path, mlflow_server):
+    import mlflow
+
+    run(make_cfg("logger=mlflow", f"logger.mlflow.tracking_uri={mlflow_server}", *RUN))
+    rec = _record(tmp_path / "run")
+    client = mlflow.MlflowClient(mlflow_server)
+    (mrun,) = client.search_runs([client.get_experiment_by_name("snnbench").experiment_id])
+    assert mrun.info.status == "FINISHED" and mrun.info.run_name == "run"
+    assert mrun.data.metrics["test_acc"] == rec["test_acc"]
+    history = client.get_metric_history(mrun.info.run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == [
+        (h["epoch"], h["train_loss"]) for h in rec["history"]
+    ]
+    assert not (tmp_path / "run" / "mlflow.db").exists()

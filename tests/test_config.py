@@ -168,3 +168,28 @@ def test_a_preset_can_set_top_level_keys(tmp_path):
     )
     assert cfg.optimized_metric == "final_val_acc" and cfg.trainer.epochs == 3
     assert compose_cfg([], tmp_path / "run").optimized_metric == "best_val_acc"
+
+
+ENCODER_BAD = [
+    (("encoding=latency", "encoding.threshold=0"), "encoding.threshold"),
+    (("encoding=delta", "encoding.threshold=0"), "encoding.threshold"),
+    (
+        ("encoding=latency", "encoding.normalize=false", "model.num_steps=5", "encoding.tau=5"),
+        "model.num_steps",
+    ),
+    (("encoding=latency", "encoding.normalize=false", "encoding.linear=false"), "model.num_steps"),
+]
+
+
+@pytest.mark.parametrize("overrides,key", ENCODER_BAD, ids=[" ".join(b[0]) for b in ENCODER_BAD])
+def test_encoder_values_that_snntorch_would_reject_are_refused_up_front(make_cfg, overrides, key):
+    with pytest.raises(ConfigError) as err:
+        validate(make_cfg("model=temporal", "model.num_steps=25", *overrides))
+    assert key in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unnormalised_latency_that_fits_in_T_is_accepted(make_cfg):
+    cfg = make_cfg(
+        "encoding=latency", "encoding.normalize=false", "encoding.tau=5", "model.num_steps=6"
+    )
+    validate(cfg)  # the latest spike (a black pixel) falls on step 5 = T - 1

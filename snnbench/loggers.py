@@ -30,6 +30,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from snnbench.config import ConfigError
+from snnbench.sweep import redact
 
 log = logging.getLogger("snnbench")
 
@@ -262,7 +263,7 @@ class MLflowLogger:
             return exp.experiment_id
         artifacts = None
         if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in cwd
-            artifacts = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
+            artifacts = (Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts").as_uri()
         try:
             return self.client.create_experiment(self.experiment_name, artifact_location=artifacts)
         except Exception:  # created meanwhile by another job
@@ -288,7 +289,7 @@ class MLflowLogger:
                     tags={SWEEP_TAG: str(sweep_dir), "snnbench.role": "sweep"},
                 )
                 parent = run.info.run_id
-            info = {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": parent}
+            info = {"tracking_uri": redact(uri), "run_id": parent, "experiment": experiment_id}
             (sweep_dir / MLFLOW_PARENT_FILE).write_text(json.dumps(info, indent=2) + "\n")
         self.client.update_run(parent, status="RUNNING")
         return parent
@@ -314,13 +315,13 @@ class MLflowLogger:
         previous = run_dir / MLFLOW_RUN_FILE
         if cfg.trainer.resume and previous.is_file():
             info = json.loads(previous.read_text())
-            if info.get("tracking_uri") == uri:
+            if info.get("tracking_uri") == redact(uri):
                 self.run_id = info["run_id"]
                 self.client.update_run(self.run_id, status="RUNNING")
                 self.resumed = True
         if self.run_id is None:
             self.run_id = self._new_run(cfg, experiment_id, run_dir, ctx["job"])
-            info = {"tracking_uri": uri, "run_id": self.run_id, "experiment_id": experiment_id}
+            info = {"tracking_uri": redact(uri), "run_id": self.run_id, "experiment": experiment_id}
             previous.write_text(json.dumps(info, indent=2) + "\n")
 
     def _new_run(self, cfg: DictConfig, experiment_id: str, run_dir: Path, job: Any) -> str:
@@ -401,7 +402,8 @@ class RunLoggers:
                 fn(adapter)
             except Exception as exc:  # a tracker never takes the run down
                 name = getattr(adapter, "name", type(adapter).__name__)
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                text = redact(str(exc)).strip()  # no password from a URL in the log
+                message = text.splitlines()[0] if text else ""
                 if len(message) > 240:
                     message = message[:240] + "..."
                 log.warning(

@@ -136,7 +136,7 @@ def test_tensorboard_and_mlflow_read_back_equal_metrics_json(make_cfg, tmp_path)
 
 def test_failing_tracker_costs_one_line_and_keeps_the_run(make_cfg, tmp_path, caplog):
     pytest.importorskip("mlflow", reason='needs the mlflow extra (".[mlflow]")')
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://me:secret@127.0.0.1:{_free_port()}"  # nothing listens there
     cfg = make_cfg("logger=mlflow", f"logger.mlflow.tracking_uri={dead}", "model.num_steps=2")
     caplog.set_level("WARNING", logger="snnbench")
     assert 0.0 <= run(cfg) <= 1.0
@@ -144,7 +144,7 @@ def test_failing_tracker_costs_one_line_and_keeps_the_run(make_cfg, tmp_path, ca
     assert rec["status"] == "completed" and rec["spiking"]["synops_per_sample"] > 0
     lines = [r.getMessage() for r in caplog.records if "logger mlflow failed" in r.getMessage()]
     assert len(lines) == 1 and "metrics.json is unaffected" in lines[0]
-    assert "\n" not in lines[0]
+    assert "\n" not in lines[0] and "secret" not in lines[0]
 
 
 def test_unknown_tracking_uri_scheme_keeps_the_run(make_cfg, tmp_path, caplog):

@@ -94,7 +94,7 @@ def test_graph_carries_weights_and_neuron_parameters(trained):
         affine, lif = graph.nodes[f"fc{i}"], graph.nodes[f"lif{i}"]
         assert torch.equal(torch.from_numpy(affine.weight), fc.weight.detach())
         assert torch.equal(torch.from_numpy(affine.bias), fc.bias.detach())
-        b = float(beta)
+        b = float(beta.detach())
         assert lif.tau == pytest.approx(DT / (1 - b), rel=1e-12)
         assert lif.r == pytest.approx(1 / (1 - b), rel=1e-12)
         assert (lif.v_threshold == 0.5).all() and (lif.v_reset == 0).all()

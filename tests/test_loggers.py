@@ -231,33 +231,6 @@ def test_journal_storage_opens_in_optuna_dashboard(tmp_path):
     assert len(detail["trials"]) == 3
 
 
-def test_interrupted_run_is_logged_and_its_resume_continues_the_mlflow_run(make_cfg, tmp_path):
-    mlflow = pytest.importorskip("mlflow", reason='needs the mlflow extra (".[mlflow]")')
-
-    def interrupt(epoch, record):
-        raise KeyboardInterrupt
-
-    cfg = make_cfg("logger=mlflow", "model.num_steps=2", "trainer.epochs=2")
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, on_epoch=interrupt)
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
-    (first,) = client.search_runs([client.get_experiment_by_name("snnbench").experiment_id])
-    assert first.info.status == "KILLED"
-    assert first.data.tags["snnbench.status"] == "interrupted"
-    assert first.data.metrics["epochs_completed"] == 1
-
-    run(make_cfg("logger=mlflow", "model.num_steps=2", "trainer.epochs=2", "trainer.resume=true"))
-    rec = _record(tmp_path / "run")
-    assert rec["status"] == "completed" and rec["resumed_at_epoch"] == 1
-    (again,) = client.search_runs([client.get_experiment_by_name("snnbench").experiment_id])
-    assert again.info.run_id == first.info.run_id and again.info.status == "FINISHED"
-    history = client.get_metric_history(again.info.run_id, "val/acc")
-    assert sorted((m.step, m.value) for m in history) == [
-        (h["epoch"], h["val_acc"]) for h in rec["history"]
-    ]
-    assert again.data.metrics["best_val_acc"] == rec["best_val_acc"]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real ``mlflow server`` on a free loopback port (SQLite backend); its URL."""
@@ -296,17 +269,35 @@ def mlflow_server(tmp_path):
 
 
 @pytest.mark.slow
-def test_mlflow_server_url(make_cfg, tmp_path, mlflow_server):
+def test_server_url_interrupted_run_and_its_resume_continue_one_mlflow_run(
+    make_cfg, tmp_path, mlflow_server
+):
     import mlflow
 
-    run(make_cfg("logger=mlflow", f"logger.mlflow.tracking_uri={mlflow_server}", *RUN))
-    rec = _record(tmp_path / "run")
+    def interrupt(epoch, record):
+        raise KeyboardInterrupt
+
+    args = ["logger=mlflow", f"logger.mlflow.tracking_uri={mlflow_server}", "model.num_steps=2"]
+    args += ["trainer.epochs=2"]
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg(*args), on_epoch=interrupt)
     client = mlflow.MlflowClient(mlflow_server)
-    (mrun,) = client.search_runs([client.get_experiment_by_name("snnbench").experiment_id])
-    assert mrun.info.status == "FINISHED" and mrun.info.run_name == "run"
-    assert mrun.data.metrics["test_acc"] == rec["test_acc"]
-    history = client.get_metric_history(mrun.info.run_id, "train/loss")
-    assert sorted((m.step, m.value) for m in history) == [
-        (h["epoch"], h["train_loss"]) for h in rec["history"]
-    ]
-    assert not (tmp_path / "run" / "mlflow.db").exists()
+    experiment = client.get_experiment_by_name("snnbench").experiment_id
+    (first,) = client.search_runs([experiment])
+    assert first.info.status == "KILLED" and first.info.run_name == "run"
+    assert first.data.tags["snnbench.status"] == "interrupted"
+    assert first.data.metrics["epochs_completed"] == 1
+
+    run(make_cfg(*args, "trainer.resume=true"))
+    rec = _record(tmp_path / "run")
+    assert rec["status"] == "completed" and rec["resumed_at_epoch"] == 1
+    (again,) = client.search_runs([experiment])
+    assert again.info.run_id == first.info.run_id and again.info.status == "FINISHED"
+    for key, name in (("val_acc", "val/acc"), ("train_loss", "train/loss")):
+        history = client.get_metric_history(again.info.run_id, name)
+        assert sorted((m.step, m.value) for m in history) == [
+            (h["epoch"], h[key]) for h in rec["history"]
+        ]
+    assert again.data.metrics["best_val_acc"] == rec["best_val_acc"]
+    assert again.data.metrics["test_acc"] == rec["test_acc"]
+    assert not (tmp_path / "run" / "mlflow.db").exists()  # all of it went to the server

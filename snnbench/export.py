@@ -76,10 +76,15 @@ def check_exportable(cfg: DictConfig) -> None:
             "(model=temporal or single_step)"
         )
     if cfg.neuron.name != "leaky":
+        differs = {
+            "zero": "also zeroes the membrane on the step after a spike",
+            "subtract": "subtracts the threshold",
+            "none": "does not reset",
+        }[cfg.neuron.reset]
         raise ExportError(
-            f"neuron={cfg.neuron.name} cannot be exported faithfully: NIR's CubaLIF resets the "
-            "membrane to v_reset at the spike, while snnTorch's Synaptic neuron "
-            f"(reset={cfg.neuron.reset}) does not; export neuron=leaky neuron.reset=zero runs"
+            f"neuron={cfg.neuron.name} cannot be exported faithfully: NIR's CubaLIF sets the "
+            f"membrane to v_reset at a spike, snnTorch's Synaptic (reset={cfg.neuron.reset}) "
+            f"{differs}; export neuron=leaky neuron.reset=zero runs"
         )
     if cfg.neuron.reset != "zero" and int(cfg.model.num_steps) > 1:  # T=1: no step resets
         raise ExportError(

@@ -99,7 +99,7 @@ def test_graph_carries_weights_and_neuron_parameters(trained):
         assert lif.r == pytest.approx(1 / (1 - b), rel=1e-12)
         assert (lif.v_threshold == 0.5).all() and (lif.v_reset == 0).all()
         assert (lif.v_leak == 0).all()
-    betas = [float(b) for b in model.layer_betas()]
+    betas = [float(b.detach()) for b in model.layer_betas()]
     assert len(set(betas)) == 3  # learn_beta gave each layer its own beta
     meta = graph.metadata
     assert float(meta["dt"]) == DT and int(meta["num_steps"]) == 8

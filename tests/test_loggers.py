@@ -72,6 +72,20 @@ def test_no_logger_by_default(make_cfg):
     assert not open_loggers(cfg)
 
 
+@pytest.mark.parametrize(
+    ("option", "names"),
+    [("tensorboard", ["tensorboard"]), ("mlflow", ["mlflow"]), ("many", ["tensorboard", "mlflow"])],
+)
+def test_every_logger_option_composes_and_instantiates(make_cfg, option, names):
+    assert sorted(p.stem for p in (ROOT / "conf" / "logger").glob("*.yaml")) == [
+        "many", "mlflow", "tensorboard",
+    ]  # fmt: skip
+    for name in names:
+        pytest.importorskip(name, reason=f'needs the {name} extra (".[{name}]")')
+    loggers = open_loggers(make_cfg(f"logger={option}"))
+    assert sorted(a.name for a in loggers.adapters) == sorted(names)
+
+
 def test_bad_logger_entry_is_a_config_error_before_any_data(make_cfg, tmp_path):
     pytest.importorskip("tensorboard", reason='needs the tensorboard extra (".[tensorboard]")')
     cfg = make_cfg("logger=tensorboard", "+logger.tensorboard.flush_secs=5")

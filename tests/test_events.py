@@ -1,0 +1,145 @@
+"""Event input equals the dense path: the same spikes from the same draws, currents to float32
+summation order, weight and bias gradients as autograd of the dense Linear, the same model."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from snnbench import encoding, events
+from snnbench.encoding import EncodingParams
+from snnbench.models import SpikingMLP
+from snnbench.neurons import LIFParams
+
+DENSITIES = (0.0, 0.01, 0.13, 0.5, 1.0)
+STEPS = (1, 7, 100)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b| (the absolute difference when b is all zeros)."""
+    scale = b.abs().max().item()
+    diff = (a - b).abs().max().item()
+    return diff / scale if scale > 0 else diff
+
+
+def spikes(T: int, B: int, N: int, density: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(T, B, N, generator=g) < density).to(torch.float32)
+
+
+@pytest.mark.parametrize("density,T", list(itertools.product(DENSITIES, STEPS)))
+def test_layer_equals_dense_forward_and_gradients(density, T):
+    B, N, O = 5, 784, 33  # B does not divide anything here; O not a multiple of a vector width
+    x = spikes(T, B, N, density, seed=T)
+    ev = events.from_dense(x)
+    assert ev.shape == (T, B, N) and ev.nnz == int(x.sum())
+    assert torch.equal(ev.to_dense(), x)
+
+    torch.manual_seed(1)
+    dense, sparse = torch.nn.Linear(N, O), torch.nn.Linear(N, O)
+    sparse.load_state_dict(dense.state_dict())
+    cur_d = dense(x.reshape(T * B, N)).reshape(T, B, O)
+    cur_e = events.event_linear(ev, sparse)
+    assert cur_e.shape == (T, B, O)
+    assert rel_err(cur_e, cur_d) < 1e-6 + 1e-5 * (density > 0)
+    g = torch.randn(T, B, O, generator=torch.Generator().manual_seed(2))
+    (cur_d * g).sum().backward()
+    (cur_e * g).sum().backward()
+    assert rel_err(sparse.weight.grad, dense.weight.grad) < 1e-5
+    assert rel_err(sparse.bias.grad, dense.bias.grad) < 1e-5
+    if density == 0:
+        assert torch.count_nonzero(sparse.weight.grad) == 0
+
+
+def test_layer_without_bias_and_only_weight_grad():
+    x = spikes(4, 3, 40, 0.3)
+    ev = events.from_dense(x)
+    fc = torch.nn.Linear(40, 6, bias=False)
+    cur = events.event_linear(ev, fc)
+    assert rel_err(cur, fc(x)) < 1e-6
+    fc.weight.requires_grad_(False)
+    assert not events.event_linear(ev, fc).requires_grad
+
+
+def test_weight_grad_matches_autograd_in_float64():
+    """The kernel's float32 sums against the exact (float64) dense weight gradient."""
+    T, B, N, O = 100, 7, 784, 16
+    x = spikes(T, B, N, 0.13, seed=3)
+    ev = events.from_dense(x)
+    g = torch.randn(T * B, O, generator=torch.Generator().manual_seed(4))
+    exact = g.double().t() @ x.reshape(T * B, N).double()
+    assert rel_err(events.event_weight_grad(ev, g).double(), exact) < 1e-6
+
+
+@pytest.mark.parametrize("T", STEPS)
+def test_rate_events_are_the_rate_spikes_from_the_same_draws(T):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (9, 28, 28), dtype=torch.uint8, generator=g)
+    images[0] = 0  # a black image: no events
+    images[1, :4] = 255  # white pixels: a spike at every step
+    for gain in (1.0, 0.3):
+        g1 = torch.Generator().manual_seed(5)
+        g2 = torch.Generator().manual_seed(5)
+        dense = encoding.rate(images, T, gain, g1)
+        ev = encoding.rate_events(images, T, gain, g2)
+        assert torch.equal(ev.to_dense(), dense)
+        assert torch.equal(g1.get_state(), g2.get_state())  # the same stream consumed
+        assert ev.row_counts()[:, 0].sum() == 0
+        if gain == 1.0:
+            assert bool((ev.row_counts()[:, 1] >= 4 * 28).all())
+
+
+@pytest.mark.parametrize("name", ["rate", "latency", "delta"])
+def test_encode_events_equals_encode(name):
+    images = torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8)
+    p = EncodingParams(name=name)
+    for T in (1, 7):
+        dense = encoding.encode(images, T, p, torch.Generator().manual_seed(1))
+        ev = encoding.encode_events(images, T, p, torch.Generator().manual_seed(1))
+        assert torch.equal(ev.to_dense(), dense)
+
+
+def test_events_refuse_analog_input():
+    with pytest.raises(ValueError, match="no event form"):
+        encoding.encode_events(
+            torch.zeros(2, 28, 28, dtype=torch.uint8), 3, EncodingParams("direct")
+        )
+    with pytest.raises(ValueError, match=r"\{0, 1\}"):
+        events.from_dense(torch.full((2, 3, 4), 0.5))
+
+
+def test_first_k_samples_equal_the_dense_slice():
+    x = spikes(6, 7, 30, 0.4)
+    ev = events.from_dense(x)
+    for k in (0, 1, 4, 7):
+        assert torch.equal(ev[:, :k].to_dense(), x[:, :k])
+    with pytest.raises(TypeError):
+        ev[0]
+
+
+@pytest.mark.parametrize("neuron,T", list(itertools.product(["leaky", "synaptic"], [1, 7, 25])))
+def test_model_with_events_equals_dense_input(neuron, T):
+    sizes = [784, 24, 12, 5]
+    p = LIFParams(beta=0.85, alpha=0.7)
+    torch.manual_seed(0)
+    dense = SpikingMLP(sizes, p, neuron=neuron, learn_beta=True)
+    with torch.no_grad():
+        for fc in dense.fcs:
+            fc.weight.mul_(3.0)
+    sparse = SpikingMLP(sizes, p, neuron=neuron, learn_beta=True)
+    sparse.load_state_dict(dense.state_dict())
+    x = spikes(T, 11, 784, 0.13, seed=T)
+    labels = torch.arange(11) % 5
+    out_d, out_e = dense(x), sparse(events.from_dense(x))
+    for a, b in zip(out_e.spikes, out_d.spikes):
+        # spikes may flip only where a membrane sits within float noise of the threshold
+        assert (a != b).float().mean().item() < 1e-3
+    assert out_d.spikes[0].sum() > 0
+    assert rel_err(out_e.logits, out_d.logits) < 1e-4
+    for out in (out_d, out_e):
+        F.cross_entropy(out.logits, labels).backward()
+    for (name, a), b in zip(sparse.named_parameters(), dense.parameters()):
+        assert rel_err(a.grad, b.grad) < 1e-4, name

@@ -25,6 +25,7 @@ from torch import nn
 
 from snnbench import data as data_mod
 from snnbench.events import SpikeEvents
+from snnbench.models import SpikingMLP
 
 # ---------------------------------------------------------------------------- pure counts
 
@@ -181,8 +182,16 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def footprint_bytes(model: nn.Module) -> int:
-    """Bytes of the model's parameters and buffers (NeuroBench's footprint)."""
-    tensors = [*model.parameters(), *model.buffers()]
+    """Bytes of the model's parameters and buffers (NeuroBench's footprint).
+
+    A spiking MLP counts its weights, biases and one decay (beta) per layer, whatever the
+    engine: snnTorch's neurons also hold constants and the last batch's membranes as
+    buffers, which are execution state, not model.
+    """
+    if isinstance(model, SpikingMLP):
+        tensors = [*model.fcs.parameters(), *model.layer_betas()]
+    else:
+        tensors = [*model.parameters(), *model.buffers()]
     return sum(t.numel() * t.element_size() for t in tensors)
 
 

@@ -32,20 +32,20 @@ def spikes(T: int, B: int, N: int, density: float, seed: int = 0) -> torch.Tenso
 
 @pytest.mark.parametrize("density,T", list(itertools.product(DENSITIES, STEPS)))
 def test_layer_equals_dense_forward_and_gradients(density, T):
-    B, N, O = 5, 784, 33  # B does not divide anything here; O not a multiple of a vector width
+    B, N, n_out = 5, 784, 33  # n_out: not a multiple of a vector width
     x = spikes(T, B, N, density, seed=T)
     ev = events.from_dense(x)
     assert ev.shape == (T, B, N) and ev.nnz == int(x.sum())
     assert torch.equal(ev.to_dense(), x)
 
     torch.manual_seed(1)
-    dense, sparse = torch.nn.Linear(N, O), torch.nn.Linear(N, O)
+    dense, sparse = torch.nn.Linear(N, n_out), torch.nn.Linear(N, n_out)
     sparse.load_state_dict(dense.state_dict())
-    cur_d = dense(x.reshape(T * B, N)).reshape(T, B, O)
+    cur_d = dense(x.reshape(T * B, N)).reshape(T, B, n_out)
     cur_e = events.event_linear(ev, sparse)
-    assert cur_e.shape == (T, B, O)
+    assert cur_e.shape == (T, B, n_out)
     assert rel_err(cur_e, cur_d) < 1e-6 + 1e-5 * (density > 0)
-    g = torch.randn(T, B, O, generator=torch.Generator().manual_seed(2))
+    g = torch.randn(T, B, n_out, generator=torch.Generator().manual_seed(2))
     (cur_d * g).sum().backward()
     (cur_e * g).sum().backward()
     assert rel_err(sparse.weight.grad, dense.weight.grad) < 1e-5
@@ -66,10 +66,10 @@ def test_layer_without_bias_and_only_weight_grad():
 
 def test_weight_grad_matches_autograd_in_float64():
     """The kernel's float32 sums against the exact (float64) dense weight gradient."""
-    T, B, N, O = 100, 7, 784, 16
+    T, B, N, n_out = 100, 7, 784, 16
     x = spikes(T, B, N, 0.13, seed=3)
     ev = events.from_dense(x)
-    g = torch.randn(T * B, O, generator=torch.Generator().manual_seed(4))
+    g = torch.randn(T * B, n_out, generator=torch.Generator().manual_seed(4))
     exact = g.double().t() @ x.reshape(T * B, N).double()
     assert rel_err(events.event_weight_grad(ev, g).double(), exact) < 1e-6
 

@@ -46,7 +46,7 @@ def rate_probability(images: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
     return torch.round(p * 2**RATE_BITS) / 2**RATE_BITS
 
 
-def _rate_draws(
+def rate_draws(
     images: torch.Tensor, num_steps: int, gain: float, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The random integers and thresholds of :func:`rate`: (r int16 ``[T, B, H*W]``, uniform
@@ -78,7 +78,7 @@ def rate(
     (on the images' device), each split into four 15-bit lanes: one RNG call per four spikes.
     Shape ``[T, B, H*W]`` float32, values {0, 1}; runs on the images' device.
     """
-    r, k1 = _rate_draws(images, num_steps, gain, generator)
+    r, k1 = rate_draws(images, num_steps, gain, generator)
     out = torch.empty(r.shape, dtype=torch.float32, device=r.device)
     return torch.le(r, k1, out=out)
 
@@ -94,7 +94,7 @@ def rate_events(
 
     CPU only; needs numba (:func:`snnbench.events.available`).
     """
-    r, k1 = _rate_draws(images, num_steps, gain, generator)
+    r, k1 = rate_draws(images, num_steps, gain, generator)
     return events.rate_events(r, k1)
 
 

@@ -471,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     allocator_tuned = False if args.no_tune_allocator else tune_cpu_allocator()
+    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     try:
         report = run_bench(
             args.steps, args.repeats, devices, args.batch_size, args.engines, args.warmup
@@ -479,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"snnbench.bench: error: {exc}", file=sys.stderr)
         return 2
     report["machine"] = machine()
+    report["machine"]["load_avg_at_start"] = load_at_start
     report["settings"] = {
         "sizes": SIZES,
         "batch_size": args.batch_size,

@@ -17,6 +17,7 @@ CPU only; results equal the dense ``x @ W^T + b`` within float32 summation-order
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,10 @@ try:  # numba is a declared dependency, but the dense path must work without it
     import numba
     from numba import njit, prange
 
+    # numba's OpenMP layer shares libgomp with torch and resets torch's thread count
+    # (trainer.num_threads) when it starts; its own thread pool leaves torch alone
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
     _NUMBA_ERROR: str | None = None
 except ImportError as exc:  # pragma: no cover - exercised only where numba is missing
     numba = None

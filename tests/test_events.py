@@ -143,3 +143,14 @@ def test_model_with_events_equals_dense_input(neuron, T):
         F.cross_entropy(out.logits, labels).backward()
     for (name, a), b in zip(sparse.named_parameters(), dense.parameters()):
         assert rel_err(a.grad, b.grad) < 1e-4, name
+
+
+def test_kernels_leave_torch_thread_count_alone():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ev = events.from_dense(spikes(3, 4, 20, 0.5))
+        events.event_weight_grad(ev, torch.ones(12, 3))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -9,9 +9,11 @@ Layer 1 of the temporal SNN multiplies a ``[T*B, 784]`` spike matrix that is ~87
 * the backward accumulates the weight gradient ``dW[:, i] += dcur[r]`` over the events and
   the bias gradient over all rows; the input gets no gradient (it is data).
 
-The kernels are numba functions, parallel over rows on the CPU (numba is a wheel: no compiler
-needed). Without numba, :func:`available` is False and callers stay dense. Everything here is
-CPU only; results equal the dense ``x @ W^T + b`` within float32 summation-order error.
+The forward is ``torch.nn.functional.embedding_bag`` (a sum of weight rows per bag); the
+encoder and the weight gradient are numba kernels, parallel on the CPU (numba is a wheel: no
+compiler needed). Without numba, :func:`available` is False and callers stay dense.
+Everything here is CPU only; results equal the dense ``x @ W^T + b`` within float32
+summation-order error.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 log = logging.getLogger("snnbench")
 
@@ -112,11 +115,10 @@ if numba is not None:
             base = row * N
             pos = bound[row]
             c = 0
-            for j in range(n_active[b]):
+            for j in range(n_active[b]):  # branch-free: spikes are unpredictable
                 i = active[b, j]
-                if r[base + i] <= k1[b, i]:
-                    buf[pos + c] = i
-                    c += 1
+                buf[pos + c] = i
+                c += np.int64(r[base + i] <= k1[b, i])
             counts[row] = c
         offsets = np.empty(R + 1, dtype=np.int64)
         offsets[0] = 0
@@ -160,20 +162,6 @@ if numba is not None:
         if bad.any():
             offsets[0] = -1
         return offsets, indices
-
-    @njit(parallel=True, cache=True)
-    def _forward_kernel(offsets, indices, wt, bias, out):  # pragma: no cover - compiled
-        """``out[r] = bias + sum_{i in row r} wt[i]``; wt ``[N, O]`` (= W^T), out ``[R, O]``."""
-        R = out.shape[0]
-        n_out = out.shape[1]
-        for row in prange(R):
-            acc = out[row]
-            for o in range(n_out):
-                acc[o] = bias[o]
-            for j in range(offsets[row], offsets[row + 1]):
-                w = wt[indices[j]]
-                for o in range(n_out):
-                    acc[o] += w[o]
 
     @njit(parallel=True, cache=True)
     def _wgrad_kernel(offsets, indices, g, n_in, n_chunks):  # pragma: no cover - compiled
@@ -304,15 +292,17 @@ def rate_events(r: torch.Tensor, k1: torch.Tensor) -> SpikeEvents:
 
 
 def event_forward(events: SpikeEvents, weight: torch.Tensor, bias: torch.Tensor | None):
-    """``x @ W^T + b`` for event input: weight ``[O, N]`` -> current float32 ``[T*B, O]``."""
-    n_out = weight.shape[0]
+    """``x @ W^T + b`` for event input: weight ``[O, N]`` -> current float32 ``[T*B, O]``.
+
+    One bag of weight columns per row (``embedding_bag`` in sum mode over ``W^T``: torch's
+    optimised CPU kernel for exactly this sum), then the bias.
+    """
     wt = weight.detach().t().contiguous()
-    b = torch.zeros(n_out, dtype=wt.dtype) if bias is None else bias.detach().contiguous()
-    out = torch.empty(events.num_steps * events.batch, n_out, dtype=wt.dtype)
-    _set_threads()
-    _forward_kernel(
-        events.offsets.numpy(), events.indices.numpy(), wt.numpy(), b.numpy(), out.numpy()
-    )
+    idx = events.indices if events.nnz < 2**31 else events.indices.long()
+    offsets = events.offsets.to(idx.dtype)  # embedding_bag wants one index dtype
+    out = F.embedding_bag(idx, wt, offsets, mode="sum", include_last_offset=True)
+    if bias is not None:
+        out.add_(bias.detach())
     return out
 
 

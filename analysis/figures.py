@@ -215,8 +215,9 @@ def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from snnbench import data as data_mod
+    from snnbench.evaluation import EVAL_SEED_OFFSET
+    from snnbench.inputs import Batcher
     from snnbench.models import build_model
-    from snnbench.training import EVAL_SEED_OFFSET, Batcher
 
     run_dir = Path(run_dir)
     record = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))

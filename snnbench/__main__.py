@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from snnbench.config import ConfigError, register_configs
 from snnbench.data import DataError
+from snnbench.engine import tune_cpu_allocator
 from snnbench.training import TrainingDiverged, run
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -35,6 +36,7 @@ def _discard_empty_run_dir(run_dir: Path) -> None:
 def main(cfg: DictConfig) -> float:
     """Run one job; in a single run, bad input ends with a one-line error and exit code 2."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    tune_cpu_allocator()  # keep freed [T, B, N] buffers mapped (no numerical effect)
     try:
         on_epoch = None
         if cfg.get("optuna") and cfg.optuna.trial is not None:  # a trial of the Optuna sweeper

@@ -50,10 +50,10 @@ from snnbench import data as data_mod
 from snnbench import events
 from snnbench.encoding import rate, rate_draws, rate_events, to_unit
 from snnbench.engine import neuron_sequence, tune_cpu_allocator
+from snnbench.evaluation import logits_of
 from snnbench.models import SpikingMLP
 from snnbench.neurons import LIFParams
 from snnbench.results import write_json
-from snnbench.training import logits_of
 
 SIZES = [784, 256, 128, 10]
 ENGINES = ("snntorch", "fused", "events", "gemm")

@@ -276,7 +276,7 @@ def spiking_metrics(
 
     The pass walks ``data.batches(split, cfg.trainer.eval_batch_size)`` in order and encodes
     with a generator seeded ``seed``, in eval mode without gradients — exactly as
-    :func:`snnbench.training.evaluate` — so with the same weights the spikes are the same and
+    :func:`snnbench.evaluation.evaluate` — so with the same weights the spikes are the same and
     the latency curve's last point equals that evaluation's accuracy. ``cfg.spiking``
     gives the per-operation costs (pJ) and an optional sample cap (``max_samples``).
     """

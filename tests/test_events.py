@@ -4,15 +4,21 @@ summation order, weight and bias gradients as autograd of the dense Linear, the 
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from snnbench import encoding, events
+from snnbench.config import ConfigError, validate
 from snnbench.encoding import EncodingParams
+from snnbench.inputs import Batcher
 from snnbench.models import SpikingMLP
 from snnbench.neurons import LIFParams
+from snnbench.results import METRICS_FILE
+from snnbench.training import run
 
 DENSITIES = (0.0, 0.01, 0.13, 0.5, 1.0)
 STEPS = (1, 7, 100)
@@ -154,3 +160,83 @@ def test_kernels_leave_torch_thread_count_alone():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------- selection and runs
+
+
+@pytest.mark.parametrize(
+    "overrides,expect",
+    [
+        ((), True),  # the study's temporal model, rate code, CPU: auto picks events
+        (("model.event_input=on",), True),
+        (("model.event_input=off",), False),
+        (("encoding=latency",), True),
+        (("encoding=delta",), True),
+        (("encoding=direct",), False),  # analog input
+        (("model.engine=snntorch",), False),  # the reference loop stays as it is
+        (("model=ann",), False),
+    ],
+)
+def test_batcher_selects_events_where_they_apply(make_cfg, overrides, expect):
+    cfg = make_cfg("model.num_steps=3", *overrides)
+    validate(cfg)
+    batcher = Batcher(cfg)
+    assert batcher.events is expect
+    x = batcher(torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8), torch.Generator())
+    assert isinstance(x, events.SpikeEvents) is expect
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("encoding=direct",),
+        ("model=ann",),
+        ("model.engine=snntorch",),
+        ("model=single_step",),  # direct encoding by default
+    ],
+)
+def test_event_input_on_is_refused_where_it_cannot_run(make_cfg, overrides):
+    cfg = make_cfg("model.event_input=on", *overrides)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("model.event_input='on' is not allowed")
+
+
+def test_event_input_value_is_checked(make_cfg):
+    with pytest.raises(ConfigError, match="model.event_input='yes' is not allowed"):
+        validate(make_cfg("model.event_input=yes"))
+
+
+def test_without_numba_the_batcher_stays_dense_with_one_log_line(make_cfg, monkeypatch, caplog):
+    monkeypatch.setattr(events, "numba", None)
+    monkeypatch.setattr(events, "_WARNED", False)
+    with caplog.at_level(logging.WARNING, logger="snnbench"):
+        assert Batcher(make_cfg("model.event_input=on")).events is False
+        assert Batcher(make_cfg()).events is False
+    lines = [r for r in caplog.records if "event input unavailable" in r.getMessage()]
+    assert len(lines) == 1
+
+
+def test_tiny_training_gives_the_same_metrics_with_events_on_and_off(make_cfg, tmp_path):
+    # 300 training images in batches of 64: the last batch is short
+    common = ("model.num_steps=10", "dataset.train_subset=300", "trainer.epochs=2")
+    records = []
+    for mode in ("on", "off"):
+        run_dir = tmp_path / mode
+        run(make_cfg(*common, f"model.event_input={mode}", run_dir=run_dir))
+        records.append(json.loads((run_dir / METRICS_FILE).read_text()))
+    on, off = records
+    assert on["status"] == off["status"] == "completed"
+    for a, b in zip(on["history"], off["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["train_acc"] == pytest.approx(b["train_acc"], abs=2 / 300)
+        assert a["val_acc"] == pytest.approx(b["val_acc"], abs=2 / 200)
+    sp_on, sp_off = on["spiking"], off["spiking"]
+    for la, lb in zip(sp_on["layers"], sp_off["layers"]):
+        assert la["op"] == lb["op"] == "AC"
+        assert la["synops_per_sample"] == pytest.approx(lb["synops_per_sample"], rel=1e-3)
+    # layer 1's input is the same spikes exactly: its counts are equal
+    assert sp_on["layers"][0]["synops_per_sample"] == sp_off["layers"][0]["synops_per_sample"]
+    assert sp_on["accuracy"] == pytest.approx(sp_off["accuracy"], abs=2 / 200)

@@ -79,7 +79,7 @@ def use_events(mode: str, spiking: bool, engine: str, encoding: str, device: tor
     return True
 
 
-def _set_threads() -> None:
+def set_threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
@@ -271,7 +271,7 @@ def from_dense(x: torch.Tensor) -> SpikeEvents:
         raise ValueError(f"spikes must be [T, B, N], got shape {tuple(x.shape)}")
     T, B, N = x.shape
     flat = x.detach().to("cpu", torch.float32).contiguous().view(-1).numpy()
-    _set_threads()
+    set_threads()
     offsets, indices = _dense_events_kernel(flat, T * B, N)
     if offsets[0] < 0:
         raise ValueError("event input needs spike values in {0, 1}")
@@ -281,7 +281,7 @@ def from_dense(x: torch.Tensor) -> SpikeEvents:
 def rate_events(r: torch.Tensor, k1: torch.Tensor) -> SpikeEvents:
     """Events of the rate code ``r <= k1``: r int16 ``[T, B, N]``, k1 int16 ``[B, N]``."""
     T, B, N = r.shape
-    _set_threads()
+    set_threads()
     offsets, indices = _rate_events_kernel(
         r.contiguous().view(-1).numpy(), k1.contiguous().numpy(), T, B, N
     )
@@ -309,7 +309,7 @@ def event_forward(events: SpikeEvents, weight: torch.Tensor, bias: torch.Tensor 
 def event_weight_grad(events: SpikeEvents, grad: torch.Tensor) -> torch.Tensor:
     """``grad^T @ x`` for event input: grad ``[T*B, O]`` -> weight gradient ``[O, N]``."""
     g = grad.detach().contiguous()
-    _set_threads()
+    set_threads()
     n_chunks = numba.get_num_threads()
     wt = _wgrad_kernel(
         events.offsets.numpy(), events.indices.numpy(), g.numpy(), events.features, n_chunks

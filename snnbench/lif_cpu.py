@@ -30,30 +30,37 @@ if events.numba is not None:
 
     @njit(parallel=True, cache=True)
     def _forward_kernel(cur, b, thr, reset, n_chunks):  # pragma: no cover - compiled
-        """cur float32 ``[T, M]`` -> (mem, spk) ``[T, M]``; b, thr float32; reset code."""
+        """cur float32 ``[T, M]`` -> (mem, spk) ``[T, M]``; b, thr float32; reset code.
+
+        The reset branch is outside the inner loops, which stay branch-free (vectorised)."""
         T, M = cur.shape
         mem = np.empty_like(cur)
         spk = np.empty_like(cur)
         step = (M + n_chunks - 1) // n_chunks
-        one = np.float32(1.0)
-        zero = np.float32(0.0)
         for c in prange(n_chunks):
             lo, hi = c * step, min(M, (c + 1) * step)
             for j in range(lo, hi):
                 m = cur[0, j]
                 mem[0, j] = m
-                spk[0, j] = one if m > thr else zero
+                spk[0, j] = np.float32(m > thr)
             for t in range(1, T):
-                for j in range(lo, hi):
-                    s = spk[t - 1, j]
-                    m = mem[t - 1, j] * b
-                    if reset == 1:
-                        m = m - m * s
-                    m = m + cur[t, j]
-                    if reset == 0:
-                        m = m - s * thr
-                    mem[t, j] = m
-                    spk[t, j] = one if m > thr else zero
+                mp, sp, ct, mt, st = mem[t - 1], spk[t - 1], cur[t], mem[t], spk[t]
+                if reset == 0:  # subtract: (beta * m_prev + I) - s_prev * thr
+                    for j in range(lo, hi):
+                        m = mp[j] * b + ct[j] - sp[j] * thr
+                        mt[j] = m
+                        st[j] = np.float32(m > thr)
+                elif reset == 1:  # zero: beta * m_prev, minus itself where s_prev, + I
+                    for j in range(lo, hi):
+                        m = mp[j] * b
+                        m = (m - m * sp[j]) + ct[j]
+                        mt[j] = m
+                        st[j] = np.float32(m > thr)
+                else:
+                    for j in range(lo, hi):
+                        m = mp[j] * b + ct[j]
+                        mt[j] = m
+                        st[j] = np.float32(m > thr)
         return mem, spk
 
     @njit(parallel=True, cache=True)
@@ -62,7 +69,8 @@ if events.numba is not None:
     ):  # pragma: no cover - compiled
         """Reverse recurrence: -> (dL/dcurrent ``[T, M]``, dL/dbeta partial sums ``[M]``).
 
-        grad_spk / grad_mem: ``[T, M]`` or ``[0, 0]`` when absent (zero)."""
+        grad_spk / grad_mem: ``[T, M]`` or ``[0, 0]`` when absent (zero). Branches on the
+        codes sit outside the inner loops."""
         T, M = mem.shape
         g = np.empty_like(mem)
         acc = np.zeros(M, dtype=mem.dtype)
@@ -76,31 +84,46 @@ if events.numba is not None:
         for c in prange(n_chunks):
             lo, hi = c * step, min(M, (c + 1) * step)
             for t in range(T - 1, -1, -1):
-                for j in range(lo, hi):
-                    d = grad_mem[t, j] if has_gm else np.float32(0.0)
-                    if has_gs:
-                        u = mem[t, j] - thr
-                        if surrogate == 0:  # atan: (k/2) / (1 + (pi/2 * k * u)^2)
-                            v = half_pi_k * u
-                            sg = half_k / (one + v * v)
-                        elif surrogate == 1:  # fast sigmoid: 1 / (k * |u| + 1)^2
-                            v = k * abs(u) + one
-                            sg = one / (v * v)
-                        else:  # sigmoid: k * s * (1 - s), s = sigmoid(k * u)
-                            s = one / (one + np.exp(-(k * u)))
-                            sg = k * (s - s * s)
-                        d = d + grad_spk[t, j] * sg
-                    if t < T - 1:
-                        nxt = g[t + 1, j]
-                        if reset == 1:  # d mem[t+1] / d mem[t] = beta * (1 - spk[t])
-                            nxt = nxt - nxt * spk[t, j]
-                        d = d + nxt * b
-                    g[t, j] = d
-                    if want_b and t > 0:  # d mem[t] / d beta = pre-decay membrane
-                        pre = mem[t - 1, j]
-                        if reset == 1:
-                            pre = pre - pre * spk[t - 1, j]
-                        acc[j] += d * pre
+                gt, mt = g[t], mem[t]
+                if has_gm:
+                    gmt = grad_mem[t]
+                    for j in range(lo, hi):
+                        gt[j] = gmt[j]
+                else:
+                    for j in range(lo, hi):
+                        gt[j] = 0
+                if has_gs:
+                    gst = grad_spk[t]
+                    if surrogate == 0:  # atan: (k/2) / (1 + (pi/2 * k * u)^2)
+                        for j in range(lo, hi):
+                            v = half_pi_k * (mt[j] - thr)
+                            gt[j] += gst[j] * (half_k / (one + v * v))
+                    elif surrogate == 1:  # fast sigmoid: 1 / (k * |u| + 1)^2
+                        for j in range(lo, hi):
+                            v = k * abs(mt[j] - thr) + one
+                            gt[j] += gst[j] * (one / (v * v))
+                    else:  # sigmoid: k * s * (1 - s), s = sigmoid(k * u)
+                        for j in range(lo, hi):
+                            s = one / (one + np.exp(-(k * (mt[j] - thr))))
+                            gt[j] += gst[j] * (k * (s - s * s))
+                if t < T - 1:
+                    gn = g[t + 1]
+                    if reset == 1:  # d mem[t+1] / d mem[t] = beta * (1 - spk[t])
+                        st = spk[t]
+                        for j in range(lo, hi):
+                            gt[j] += (gn[j] - gn[j] * st[j]) * b
+                    else:
+                        for j in range(lo, hi):
+                            gt[j] += gn[j] * b
+                if want_b and t > 0:  # d mem[t] / d beta = pre-decay membrane
+                    mp = mem[t - 1]
+                    if reset == 1:
+                        sp = spk[t - 1]
+                        for j in range(lo, hi):
+                            acc[j] += gt[j] * (mp[j] - mp[j] * sp[j])
+                    else:
+                        for j in range(lo, hi):
+                            acc[j] += gt[j] * mp[j]
         return g, acc
 
 

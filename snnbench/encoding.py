@@ -2,7 +2,8 @@
 
 All encoders run on the images' device. ``rate`` is Bernoulli with
 p = gain * pixel / 255 at resolution 2**-15; ``latency`` and ``delta`` follow ``snntorch.spikegen``;
-``direct`` feeds the analog image (pixel / 255) at every step.
+``direct`` feeds the analog image (pixel / 255) at every step. :func:`encode_events` gives the
+spike encodings' output as :class:`~snnbench.events.SpikeEvents` (the same spikes, CPU).
 """
 
 from __future__ import annotations

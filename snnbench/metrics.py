@@ -4,7 +4,7 @@ an energy estimate, footprint and the accuracy-latency curve.
 The functions at the top are pure (explicit tensors in, numbers out); :func:`spiking_metrics`
 runs one pass over a data split and returns the ``"spiking"`` section of ``metrics.json``.
 
-Conventions (see README "Spiking metrics" and ``shared/notes/metrics.md``):
+Conventions (see README "Spiking metrics"):
 
 * synaptic operations of a Linear layer = the number of (nonzero input x nonzero weight)
   pairs, summed over time steps and averaged over samples; biases are not counted. They are

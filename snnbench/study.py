@@ -36,8 +36,6 @@ from typing import Any
 from snnbench.record import now
 from snnbench.results import METRICS_FILE, read_json, versions, write_json
 
-#: The study's reference accuracies (test, 10 epochs), quoted by the report.
-STUDY_REFERENCE = {"ann": 0.98, "single_step": 0.97, "temporal": 0.97}
 MODELS = ("ann", "single_step", "temporal")
 #: ``--parts`` in execution order.
 PARTS = (
@@ -66,6 +64,9 @@ class Plan:
         default_factory=lambda: {"ann": 20, "single_step": 20, "temporal": 40}
     )
     t_values: tuple[int, ...] = (1, 2, 5, 10, 25, 50, 100)
+    #: seeds of the tuned retraining and of the T sweep (the reproduction uses ``seeds``)
+    tuned_seeds: tuple[int, ...] = (0, 1, 2)
+    t_seeds: tuple[int, ...] = (0, 1, 2)
     fashion_seeds: tuple[int, ...] = (0,)
     #: added to every command (data size, epochs of searches ...)
     common: tuple[str, ...] = ()
@@ -82,6 +83,8 @@ QUICK = Plan(
     epochs=1,
     search_trials={"ann": 3, "single_step": 3, "temporal": 3},
     t_values=(1, 2, 4),
+    tuned_seeds=(0,),
+    t_seeds=(0,),
     common=(
         "dataset.train_subset=1000",
         "dataset.eval_subset=300",
@@ -162,7 +165,7 @@ def tuned(plan: Plan, best: dict[str, list[str]]) -> list[Item]:
         )
         for m in MODELS
         if m in best
-        for s in plan.seeds
+        for s in plan.tuned_seeds
     ]
 
 
@@ -187,7 +190,7 @@ def t_sweep(plan: Plan, best: dict[str, list[str]]) -> list[Item]:
             f"t_sweep/T{t}/seed{s}",
             ("model=temporal", *recipe, f"model.num_steps={t}", _epochs(plan), f"trainer.seed={s}"),
         )
-        for s in plan.seeds
+        for s in plan.t_seeds
         for t in plan.t_values
     ]
 
@@ -322,12 +325,28 @@ class Runner:
             t0 = time.time()
             print(f"[study] {now()} {part}: {item.path}", flush=True)
             res = subprocess.run(self.command(item), stdin=subprocess.DEVNULL)
+            if res.returncode == 2 and isinstance(item, RunSpec) and self._drop_stale(item):
+                res = subprocess.run(self.command(item), stdin=subprocess.DEVNULL)
             self._log_part(part, items, time.time() - t0)
             if res.returncode != 0 or not self.done(item):
                 print(f"[study] {part}: {item.path} did not finish (exit {res.returncode})")
                 ok = False
         self._log_part(part, items, 0.0)
         return ok
+
+    def _drop_stale(self, item: RunSpec) -> bool:
+        """A checkpoint the run refused to resume (written by another version or config of
+        snnbench): remove it and the unfinished record so the run starts again. True if
+        there was one."""
+        from snnbench.results import CHECKPOINT_FILE
+
+        ckpt = self.root / item.path / CHECKPOINT_FILE
+        if not ckpt.is_file():
+            return False
+        print(f"[study] {item.path}: its checkpoint cannot be resumed; starting it again")
+        ckpt.unlink()
+        (self.root / item.path / METRICS_FILE).unlink(missing_ok=True)
+        return True
 
     def _log_part(self, part: str, items: Sequence[Item], seconds: float) -> None:
         """Add ``seconds`` to the part's wall time (summed over sessions) and count its items."""

@@ -30,9 +30,11 @@ RESUME_FREE_KEYS = (
     "run_dir",
     "dataset.root",
     "dataset.download",
+    "model.event_input",  # how layer 1 is executed (events or dense): the same model
+    "tag",  # a label
 )
-#: Key prefixes that only concern what is computed after training (free on resume, too).
-RESUME_FREE_PREFIXES = ("spiking.",)
+#: Key prefixes free on resume, too: what is computed after training, experiment trackers.
+RESUME_FREE_PREFIXES = ("spiking.", "logger.")
 
 StateDict = dict[str, torch.Tensor]
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from snnbench.config import ConfigError, register_configs
 from snnbench.data import DataError
+from snnbench.sweeps.job import optuna_trial_job
 from snnbench.training import TrainingDiverged, run
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -36,12 +37,8 @@ def main(cfg: DictConfig) -> float:
     """Run one job; in a single run, bad input ends with a one-line error and exit code 2."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        on_epoch = None
-        if cfg.get("optuna") and cfg.optuna.trial is not None:  # a trial of the Optuna sweeper
-            from snnbench.sweep import trial_reporter
-
-            on_epoch = trial_reporter(cfg.optuna.storage, cfg.optuna.study_name, cfg.optuna.trial)
-        return run(cfg, on_epoch=on_epoch)
+        with optuna_trial_job(cfg.get("optuna")) as on_epoch:  # None unless an Optuna trial
+            return run(cfg, on_epoch=on_epoch)
     except (ConfigError, DataError) as exc:
         if multirun:
             raise

@@ -46,8 +46,9 @@ log = logging.getLogger("snnbench")
 RESUME_FREE_KEYS = ("trainer.resume", "trainer.progress", "trainer.num_threads", "run_dir")
 #: Evaluation encodes with a generator seeded ``trainer.seed + EVAL_SEED_OFFSET``.
 EVAL_SEED_OFFSET = 7919
-#: Key prefixes that only concern what is computed after training (free on resume, too).
-RESUME_FREE_PREFIXES = ("spiking.",)
+#: Key prefixes free on resume: what is computed after training, and which Optuna trial
+#: reports (a retried trial continues the lost one's run).
+RESUME_FREE_PREFIXES = ("spiking.", "optuna.")
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 

@@ -24,7 +24,6 @@ import pytest
 import yaml
 from conftest import ROOT, TINY
 from optuna.trial import TrialState
-
 from snnbench.sweep import (
     ATTR_RETRY_OF,
     ATTR_SKIPPED,

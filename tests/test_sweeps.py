@@ -27,7 +27,13 @@ from sweeping import assert_no_secret, pg_url  # noqa: F401 (pg_url is a fixture
 from snnbench.sweeps.names import ATTR_SKIPPED
 from snnbench.sweeps.settings import SweepConfigError
 from snnbench.sweeps.space import search_space
-from snnbench.sweeps.storage import open_storage, redact, resolve_storage
+from snnbench.sweeps.storage import (
+    STORAGE_ENV,
+    job_storage_spec,
+    open_storage,
+    redact,
+    resolve_storage,
+)
 
 FAST = [*TINY, "model.num_steps=2", "trainer.num_threads=1"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -81,6 +87,16 @@ def test_search_space_follows_hydra_grammar():
     for bad in ("interval(1, 0.5)", "tag(log, interval(0, 1))", "range(5, 5)"):
         with pytest.raises(SweepConfigError, match="neuron.beta"):
             search_space({"neuron.beta": bad})
+
+
+def test_jobs_get_the_password_from_the_environment_only(monkeypatch):
+    full, shown = "postgresql://u:pw@h/db", "postgresql://u:***@h/db"
+    monkeypatch.setenv(STORAGE_ENV, full)
+    assert job_storage_spec(shown) == full
+    assert job_storage_spec("sqlite:///x.db") == "sqlite:///x.db"  # another storage: as given
+    monkeypatch.delenv(STORAGE_ENV)
+    with pytest.raises(RuntimeError, match=STORAGE_ENV):
+        job_storage_spec(shown)
 
 
 def test_storage_specs(tmp_path):
@@ -343,7 +359,7 @@ def test_postgresql_sweep_keeps_the_password_out_of_records(tmp_path, pg_url):  
     with_pw = f"{pg_url}{'&' if '?' in pg_url else '?'}password={secret}"
     proc = sweep(
         "hparams_search=optuna",
-        f"hydra.sweeper.storage={with_pw}",
+        f"hydra.sweeper.storage='{with_pw}'",  # quoted: '=' in a value
         f"hydra.sweeper.study_name={name}",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.pruner.name=none",

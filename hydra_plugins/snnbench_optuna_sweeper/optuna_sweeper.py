@@ -305,14 +305,15 @@ class OptunaSweeper(Sweeper):
                 if fail_and_retry(study, t._trial_id, error, self.max_retries, ATTR_ERROR):
                     log.warning("trial %d %s: FAIL, retried", t.number, error)
 
-    def _under_cap(self, trial: Any) -> bool:
-        from snnbench.sweeps.study import origin
-
-        return self.max_trials is None or origin(trial) < self.max_trials
-
     def _ask(self, study: Any, dists: dict[str, Any], new: bool) -> tuple[Any, bool] | None:
         """Ask a trial: a waiting retry first, else (if ``new``) a new one within
-        ``max_trials``. Returns (trial with params sampled, is a retry) or None."""
+        ``max_trials``. Returns (trial with params sampled, is a retry) or None.
+
+        The cap counts new trials only: a retry stands for its lost trial. Trial numbers are
+        assigned atomically by the storage and retries are marked when created, so whether a
+        new trial fits under the cap (fewer than ``max_trials`` new trials numbered before
+        it) is decided the same way by every worker, whatever the others do.
+        """
         from optuna.distributions import (
             CategoricalDistribution,
             FloatDistribution,
@@ -328,25 +329,27 @@ class OptunaSweeper(Sweeper):
             ATTR_SKIPPED,
             ATTR_WORKER,
         )
-        from snnbench.sweeps.study import origin, retry_history
+        from snnbench.sweeps.study import retry_history
 
+        cap = self.max_trials
         trials = study.get_trials(deepcopy=False)
-        waiting = any(t.state == TrialState.WAITING and self._under_cap(t) for t in trials)
-        if not waiting:
-            if not new or (self.max_trials is not None and len(trials) >= self.max_trials):
-                return None
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        n_new = sum(not retry_history(t) for t in trials)
+        if not waiting and (not new or (cap is not None and n_new >= cap)):
+            return None
         storage = study._storage
         trial = study.ask()
         frozen = storage.get_trial(trial._trial_id)
         is_retry = bool(retry_history(frozen))
-        over_cap = self.max_trials is not None and origin(frozen) >= self.max_trials
-        if over_cap or not (is_retry or new):
-            # trial numbers are assigned atomically by the storage: the number tells
-            # whether this trial fits under the cap, whatever the other workers do
-            why = f"over max_trials={self.max_trials}" if over_cap else "a retry it raced for"
-            storage.set_trial_system_attr(trial._trial_id, ATTR_SKIPPED, f"not run: {why}")
-            study.tell(trial, state=TrialState.FAIL)
-            return None
+        if not is_retry and cap is not None:
+            before = study.get_trials(deepcopy=False)
+            rank = sum(t.number < trial.number and not retry_history(t) for t in before)
+            if rank >= cap:
+                storage.set_trial_system_attr(
+                    trial._trial_id, ATTR_SKIPPED, f"not run: over max_trials={cap}"
+                )
+                study.tell(trial, state=TrialState.FAIL)
+                return None
         for name, dist in dists.items():
             if isinstance(dist, FloatDistribution):
                 trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
@@ -482,11 +485,10 @@ class OptunaSweeper(Sweeper):
     def _poll_s(self) -> float:
         return float(min(self.heartbeat_interval, 10))
 
-    def _running_under_cap(self, study: Any) -> bool:
+    def _running(self, study: Any) -> bool:
         from optuna.trial import TrialState
 
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        return any(self._under_cap(t) for t in running)
+        return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     # -- the sweep ----------------------------------------------------------------------
 
@@ -538,11 +540,8 @@ class OptunaSweeper(Sweeper):
                 trials.append(asked[0])
                 done += 0 if asked[1] else 1
             if not trials:
-                if (
-                    self.heartbeats
-                    and self.max_trials is not None
-                    and self._running_under_cap(study)
-                ):  # a trial under the cap still runs elsewhere: its retry may need a worker
+                if self.heartbeats and self.max_trials is not None and self._running(study):
+                    # a trial still runs elsewhere: if it is lost, its retry needs a worker
                     self._fail_stale(study)
                     time.sleep(self._poll_s())
                     continue

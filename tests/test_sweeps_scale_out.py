@@ -25,7 +25,7 @@ from conftest import ROOT, TINY, compose_cfg
 from optuna.trial import TrialState
 from sweeping import assert_no_secret, pg_url  # noqa: F401 (pg_url is a fixture)
 
-from snnbench.sweeps.names import ATTR_JOB, ATTR_SKIPPED, ATTR_WORKER
+from snnbench.sweeps.names import ATTR_JOB, ATTR_SKIPPED
 from snnbench.sweeps.storage import open_storage
 from snnbench.sweeps.study import origin
 from snnbench.sweeps.tables import LOST_ERROR
@@ -190,28 +190,43 @@ def test_three_workers_on_postgresql_finish_the_study_when_a_job_is_killed(
     assert_no_secret(tmp_path, secret, "".join(outputs))
 
 
+@pytest.mark.slow
 def test_joblib_workers_keep_their_trials_heartbeat(tmp_path):
-    """A trial running in a joblib (loky) process for longer than the grace period stays
-    alive: its heartbeat comes from that process (the sweeper beats only unclaimed trials)."""
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    out = finish(
-        start(
-            *LONG,
-            "hydra.sweeper.search=optuna",
-            "neuron.beta=interval(0.5, 0.99)",
-            "hydra.sweeper.n_trials=1",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=1",
-            f"hydra.sweep.dir={tmp_path}",
-        )
+    """A trial running in a joblib (loky) process gets its heartbeats from that process:
+    while the job holds the trial (the sweeper beats only trials no job holds), the trial's
+    heartbeat in the database keeps advancing, and the trial ends COMPLETE."""
+    import sqlite3
+
+    db = tmp_path / "optuna.db"
+    proc = start(
+        *LONG,
+        "trainer.epochs=4",
+        "hydra.sweeper.search=optuna",
+        "neuron.beta=interval(0.5, 0.99)",
+        "hydra.sweeper.n_trials=1",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",  # n_jobs=1 would run the job in the sweep process
+        f"hydra.sweep.dir={tmp_path}",
     )
-    (trial,) = study(storage).get_trials()
+    beats, job = set(), None
+    while proc.poll() is None:
+        try:
+            (trial,) = study(f"sqlite:///{db}").get_trials()
+            with sqlite3.connect(db, timeout=30) as conn:
+                rows = conn.execute("SELECT heartbeat FROM trial_heartbeats").fetchall()
+        except (ValueError, KeyError, sqlite3.Error, optuna.exceptions.OptunaError):
+            rows, trial = [], None  # not created yet
+        holder = trial.system_attrs.get(ATTR_JOB) if trial is not None else None
+        if holder and rows:  # held by the job process: only it records heartbeats now
+            job = worker_pid(holder)
+            beats.add(rows[0][0])
+        time.sleep(0.2)
+    out = finish(proc)
+    (trial,) = study(f"sqlite:///{db}").get_trials()
     assert trial.state == TrialState.COMPLETE, out[-3000:]
-    record = json.loads((tmp_path / "0" / "metrics.json").read_text())
-    assert sum(h["time_s"] for h in record["history"]) > 0
-    assert trial.duration.total_seconds() > 2 * GRACE_S  # outlived the grace period twice
+    assert job not in (None, proc.pid, os.getpid())  # a loky process held the trial
+    assert len(beats) >= 2, beats  # and kept its heartbeat going
     assert trial.system_attrs[ATTR_JOB] is None  # handed back when the job ended
-    assert worker_pid(trial.system_attrs[ATTR_WORKER]) != os.getpid()
 
 
 # ----------------------------------------------------------------------------- submitit

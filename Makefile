@@ -2,7 +2,7 @@
 PYTHON ?= python
 export SNNBENCH_DATA ?= $(abspath ../shared/data)
 
-.PHONY: install test test-fast lint format bench
+.PHONY: install test test-fast lint format bench study study-quick
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -23,3 +23,9 @@ format:
 
 bench:
 	$(PYTHON) -m snnbench.bench
+
+study:
+	$(PYTHON) -m snnbench.study
+
+study-quick:
+	$(PYTHON) -m snnbench.study --quick --root outputs/study_quick

@@ -38,6 +38,7 @@ ALIASES: dict[str, str] = {
     "seed": "trainer.seed",
     "dataset": "dataset.name",
     "batch_size": "trainer.batch_size",
+    "tag": "tag",
 }
 SPIKING_ONLY = ("encoding", "neuron", "T", "beta", "readout", "engine")
 
@@ -57,7 +58,7 @@ RECORD_METRICS = (
     "error",
 )
 
-#: Scalars taken from the record's ``spiking`` section (issue 6), NaN when absent.
+#: Scalars taken from the record's ``spiking`` section, NaN when absent.
 SPIKING_METRICS = (
     "synops_per_sample",
     "acs_per_sample",
@@ -79,6 +80,8 @@ METRICS = ("test_acc", "best_val_acc", "final_test_acc")
 #: Config keys that say how a run was executed, not what it computed.
 RUNTIME_KEYS = (
     "run_dir",
+    "tag",
+    "trainer.test_every_epoch",
     "optimized_metric",
     "trainer.seed",
     "trainer.resume",

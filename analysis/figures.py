@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import math
+import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -62,12 +63,62 @@ def _log_x(ax) -> None:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
-def _fmt(v: Any) -> str | None:
+#: Keys whose values read best in scientific notation (learning rates, decays).
+SCIENTIFIC_KEYS = ("lr", "weight_decay", "min_lr")
+#: Characters per line of a wrapped tick label or legend entry.
+LABEL_WIDTH = 22
+
+
+def _fmt(v: Any, key: str = "") -> str | None:
+    """A value as a label shows it: 3 significant digits, ``lr``-like keys as ``7.51e-04``."""
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return None
-    if isinstance(v, float) and v.is_integer():
+    if isinstance(v, bool) or isinstance(v, str):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
         return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if key.split(".")[-1] in SCIENTIFIC_KEYS:
+            return f"{float(v):.2e}"
+        return str(int(v)) if float(v).is_integer() else f"{float(v):.3g}"
     return str(v)
+
+
+def _wrap(label: str, width: int = LABEL_WIDTH) -> str:
+    """Break a long label into lines at commas and spaces."""
+    return textwrap.fill(label, width=width, break_long_words=False) if label else label
+
+
+def _legend_outside(ax, title: str = "") -> None:
+    """The legend to the right of the axes, so it never covers data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    ax.legend(
+        handles,
+        [_wrap(lab, 30) for lab in labels],
+        title=title,
+        fontsize=8,
+        title_fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        frameon=False,
+    )
+
+
+def _accuracy_limits(values: pd.Series, spread: pd.Series | None = None) -> tuple[float, float]:
+    """y limits (%) that show the differences between groups: from a little below the
+    lowest value (minus its s.d.) to a little above the highest, clipped to [0, 100]."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if v.empty:
+        return 0.0, 100.0
+    sd = 0.0 if spread is None else float(pd.to_numeric(spread, errors="coerce").fillna(0).max())
+    lo, hi = float(v.min()) - sd, float(v.max()) + sd
+    margin = max(0.5, 0.15 * (hi - lo))
+    return max(0.0, math.floor(2 * (lo - margin)) / 2), min(
+        100.0, math.ceil(2 * (hi + 2 * margin)) / 2
+    )
 
 
 def group_label(row: pd.Series | dict, by: Sequence[str] = DEFAULT_BY) -> str:
@@ -78,7 +129,7 @@ def group_label(row: pd.Series | dict, by: Sequence[str] = DEFAULT_BY) -> str:
     """
     head, parts = "", []
     for key in by:
-        text = _fmt(row[key])
+        text = _fmt(row[key], key)
         if text is None:
             continue
         if key == "model":
@@ -148,12 +199,18 @@ def accuracy_bars(
             fontsize=9,
         )
     ax.set_xlabel("")
-    if len(order) <= 4:
-        ax.set_xticks(range(len(order)), [lab.replace(" (", "\n(") for lab in order])
-    else:
-        ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
-    ax.set_ylabel(_ylabel(metric))
-    ax.set_ylim(0, min(110, max(df["value"].max() * 1.15, 10)))
+    rotate = len(order) > 6
+    ax.set_xticks(
+        range(len(order)),
+        [_wrap(lab) for lab in order],
+        rotation=30 if rotate else 0,
+        ha="right" if rotate else "center",
+        fontsize=9,
+    )
+    lo, hi = _accuracy_limits(df["value"], stats["std"])
+    ax.set_ylim(lo, hi)
+    cut = f" — axis starts at {lo:.1f} %" if lo > 0 else ""
+    ax.set_ylabel(_ylabel(metric) + cut)
     ax.set_title(
         f"{METRIC_TITLES[metric]} per {'model' if list(by) == list(DEFAULT_BY) else 'group'}\n"
         "bar: mean over runs (seeds) · whisker: ±1 s.d. · dot: one run",
@@ -184,14 +241,15 @@ def loss_curves(
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("Epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax_acc.legend(title="", fontsize=9, loc="best")
+    _legend_outside(ax_acc)
     fig.suptitle("Line: mean over runs (seeds) · band: ±1 s.d.", fontsize=10, y=1.0)
     return _save(fig, path)
 
 
-def choose_raster_run(runs: pd.DataFrame, metric: str = "test_acc") -> str | None:
+def choose_raster_run(runs: pd.DataFrame, metric: str = "best_val_acc") -> str | None:
     """The completed temporal (else single-step) SNN run with a saved ``best_model.pt``
-    and the highest ``metric``; None if there is none."""
+    and the highest ``metric`` (validation accuracy: runs are chosen on validation, never on
+    test); None if there is none."""
     if runs.empty:
         return None
     for model in ("temporal", "single_step"):
@@ -215,8 +273,9 @@ def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from snnbench import data as data_mod
+    from snnbench.evaluation import EVAL_SEED_OFFSET
+    from snnbench.inputs import Batcher
     from snnbench.models import build_model
-    from snnbench.training import EVAL_SEED_OFFSET, Batcher
 
     run_dir = Path(run_dir)
     record = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
@@ -273,7 +332,10 @@ def spike_raster(run_dir: str | Path, path: str | Path, n_digits: int = 4) -> Pa
         ax.set_xlim(0.5, T + 0.5)
         ax.set_ylim(-0.6, C - 0.4)
         ax.set_yticks(range(C), [str(c) for c in range(C)] if b == 0 else [])
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if T <= 10:
+            ax.set_xticks(range(1, T + 1))
+        else:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=5, integer=True))
         ax.set_xlabel("Time step t")
         ax.grid(False)
         if b == 0:
@@ -374,7 +436,7 @@ def sweep_plot(
         df["other"] = (
             [
                 ", ".join(
-                    f"{p.removeprefix('config.').split('.')[-1]}={_fmt(v)}"
+                    f"{p.removeprefix('config.').split('.')[-1]}={_fmt(v, p)}"
                     for p, v in zip(others, vals)
                 )
                 for vals in zip(*(runs[p] for p in others))
@@ -406,7 +468,7 @@ def sweep_plot(
             if (df["x"] > 0).all() and df["x"].max() / df["x"].min() >= 100:
                 _log_x(ax)
         else:
-            df["x"] = df["x"].map(lambda v: _fmt(v) or "none")
+            df["x"] = df["x"].map(lambda v, c=col: _fmt(v, c) or "none")
             order = sorted(df["x"].unique(), key=_sort_key)
             sns.pointplot(
                 data=df,
@@ -423,7 +485,7 @@ def sweep_plot(
                 legend=hue is not None,
             )
         if hue:
-            ax.legend(title="other parameters", fontsize=8, title_fontsize=8)
+            _legend_outside(ax, "other parameters")
         same = [c.removeprefix("config.") for c in confounded_with(runs, col)]
         xlabel = col.removeprefix("config.")
         if same:
@@ -565,7 +627,7 @@ def energy_accuracy(
         f"{METRIC_TITLES[metric]} vs estimated energy (one dot per run; up and left is better)",
         fontsize=11,
     )
-    ax.legend(title="", fontsize=9, loc="best")
+    _legend_outside(ax)
     return _save(fig, path)
 
 
@@ -609,5 +671,5 @@ def latency_curves(
         "line: mean over runs (seeds) · band: ±1 s.d.",
         fontsize=11,
     )
-    ax.legend(title="", fontsize=9, loc="lower right")
+    _legend_outside(ax)
     return _save(fig, path)

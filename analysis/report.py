@@ -146,7 +146,7 @@ def write_report(
         "of a group, band = ±1 s.d.",
         "no completed run with a history",
     )
-    raster_dir = str(raster_run) if raster_run else figures.choose_raster_run(col.runs, metric)
+    raster_dir = str(raster_run) if raster_run else figures.choose_raster_run(col.runs)
     if raster_dir is None:
         fig_notes.append("- Spike raster: no completed SNN run with a saved best_model.pt")
     else:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from snnbench.config import ConfigError, register_configs
 from snnbench.data import DataError
+from snnbench.engine import tune_cpu_allocator
 from snnbench.sweeps.job import optuna_trial_job
 from snnbench.training import TrainingDiverged, run
 
@@ -36,6 +37,7 @@ def _discard_empty_run_dir(run_dir: Path) -> None:
 def main(cfg: DictConfig) -> float:
     """Run one job; in a single run, bad input ends with a one-line error and exit code 2."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    tune_cpu_allocator()  # keep freed [T, B, N] buffers mapped (no numerical effect)
     try:
         with optuna_trial_job(cfg.get("optuna")) as on_epoch:  # None unless an Optuna trial
             return run(cfg, on_epoch=on_epoch)

@@ -41,10 +41,10 @@ from torch import nn
 from snnbench import data as data_mod
 from snnbench.encoding import rate, to_unit
 from snnbench.engine import tune_cpu_allocator
+from snnbench.evaluation import logits_of
 from snnbench.models import SpikingMLP
 from snnbench.neurons import LIFParams
 from snnbench.results import write_json
-from snnbench.training import logits_of
 
 SIZES = [784, 256, 128, 10]
 ENGINES = ("snntorch", "fused", "gemm")

@@ -86,6 +86,7 @@ class TrainerConfig:
     resume: bool = False
     progress: bool = True
     num_threads: int | None = None  # torch intra-op threads; None = torch default
+    test_every_epoch: bool = False  # also evaluate the test set after every epoch
 
 
 @dataclass
@@ -151,6 +152,25 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _check_encoder(cfg: DictConfig) -> None:
+    """What the latency and delta codes need beyond the ranges (as ``snntorch.spikegen``)."""
+    e, steps = cfg.encoding, int(cfg.model.num_steps)
+    if e.name in ("latency", "delta"):
+        # latency: snnTorch refuses 0; delta: at 0 every pixel would fire at every step
+        _check(cfg, "encoding.threshold", e.threshold > 0, f"in (0, 1) for encoding={e.name}")
+    if e.name == "latency" and not e.normalize:
+        from snnbench.encoding import latency_last_step
+
+        last = latency_last_step(e.tau, e.threshold, e.linear)
+        if last > steps - 1:
+            raise ConfigError(
+                f"model.num_steps={steps} is too small for encoding=latency with "
+                f"normalize=false, tau={e.tau}, threshold={e.threshold}: the latest spike "
+                f"falls on step {last}; use model.num_steps>={last + 1}, a smaller "
+                "encoding.tau, or encoding.normalize=true"
+            )
+
+
 def validate(cfg: DictConfig) -> None:
     """Check ranges and choices of a composed config; raise ConfigError on the first bad key."""
     m, n, e, o, d, t = cfg.model, cfg.neuron, cfg.encoding, cfg.optimizer, cfg.dataset, cfg.trainer
@@ -177,6 +197,7 @@ def validate(cfg: DictConfig) -> None:
         _check(
             cfg, "encoding.threshold", _finite(e.threshold) and 0 <= e.threshold < 1, "in [0, 1)"
         )
+        _check_encoder(cfg)
         _choice(cfg, "neuron.name", NEURONS)
         _check(cfg, "neuron.beta", _finite(n.beta) and 0 < n.beta <= 1, "in (0, 1]")
         _check(cfg, "neuron.alpha", _finite(n.alpha) and 0 < n.alpha <= 1, "in (0, 1]")

@@ -88,13 +88,15 @@ def latency(
 ) -> torch.Tensor:
     """One spike per pixel at a time decreasing with intensity (``spikegen.latency``, clip=True).
 
-    Pixels at or below ``threshold`` never spike. Shape ``[T, B, H*W]``.
+    Pixels below ``threshold`` never spike. Shape ``[T, B, H*W]``. With ``normalize=False``
+    the spike times must fit in T (:func:`latency_last_step`; the config check refuses T
+    too small before anything runs).
     """
     from snntorch import spikegen
 
     x = to_unit(images)
-    if num_steps == 1:
-        return (x > threshold).to(torch.float32).unsqueeze(0)
+    if num_steps == 1:  # spikegen: every spike at t=0 (normalised), pixels >= threshold
+        return (x >= threshold).to(torch.float32).unsqueeze(0)
     return spikegen.latency(
         x,
         num_steps=num_steps,
@@ -104,6 +106,16 @@ def latency(
         normalize=normalize,
         linear=linear,
     ).to(torch.float32)
+
+
+def latency_last_step(tau: float, threshold: float, linear: bool) -> int:
+    """The step of the latest spike of an un-normalised latency code: that of a black pixel
+    (spike times fall with intensity), computed as ``snntorch.spikegen`` does, in float32."""
+    from snntorch import spikegen
+
+    black = torch.zeros(1)
+    t, _ = spikegen.latency_code(black, num_steps=1, threshold=threshold, tau=tau, linear=linear)
+    return int(torch.round(t.max()).item())
 
 
 def delta(images: torch.Tensor, num_steps: int, threshold: float = 0.1) -> torch.Tensor:

@@ -8,7 +8,7 @@ neuron recurrence over T here, as **one autograd node per layer**
   ``[T, B, N]`` outputs with in-place ops, in the same floating-point operation order as
   ``snn.Leaky`` / ``snn.Synaptic`` (so spikes are bit-identical to snnTorch's);
 * backward: the reset is detached (as in snnTorch), so ``dL/dmem`` obeys a *linear*
-  reverse recurrence (``shared/notes/snn-semantics.md``)::
+  reverse recurrence::
 
       g[t] = dL/dmem[t] + dL/dspk[t] * sg(mem[t] - thr) + d(mem[t+1])/d(mem[t]) * g[t+1]
 

@@ -4,7 +4,7 @@ an energy estimate, footprint and the accuracy-latency curve.
 The functions at the top are pure (explicit tensors in, numbers out); :func:`spiking_metrics`
 runs one pass over a data split and returns the ``"spiking"`` section of ``metrics.json``.
 
-Conventions (see README "Spiking metrics" and ``shared/notes/metrics.md``):
+Conventions (see README "Spiking metrics"):
 
 * synaptic operations of a Linear layer = the number of (nonzero input x nonzero weight)
   pairs, summed over time steps and averaged over samples; biases are not counted. They are
@@ -236,7 +236,7 @@ def spiking_metrics(
 
     The pass walks ``data.batches(split, cfg.trainer.eval_batch_size)`` in order and encodes
     with a generator seeded ``seed``, in eval mode without gradients — exactly as
-    :func:`snnbench.training.evaluate` — so with the same weights the spikes are the same and
+    :func:`snnbench.evaluation.evaluate` — so with the same weights the spikes are the same and
     the latency curve's last point equals that evaluation's accuracy. ``cfg.spiking``
     gives the per-operation costs (pJ) and an optional sample cap (``max_samples``).
     """

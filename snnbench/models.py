@@ -98,8 +98,11 @@ class SpikingMLP(nn.Module):
                 self.lifs = nn.ModuleList(
                     snn.Synaptic(alpha=params.alpha, **kw) for _ in range(n_layers)
                 )
-            # snnTorch keeps every neuron ever built in a class-level list; don't grow it.
-            snn.SpikingNeuron.instances.clear()
+            # snnTorch keeps every neuron ever built in a class-level list: take ours out
+            # (and only ours: other neurons of the process stay registered)
+            ours = {id(lif) for lif in self.lifs}
+            registry = snn.SpikingNeuron.instances
+            registry[:] = [n for n in registry if id(n) not in ours]
         else:
             raise ValueError(f"model.engine={engine!r} is not known")
         self.learn_beta = learn_beta

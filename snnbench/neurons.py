@@ -1,7 +1,7 @@
 """Pure LIF maths: surrogate spike functions and one-step neuron updates.
 
-These functions reproduce snnTorch 1.0's ``Leaky`` and ``Synaptic`` exactly (see
-``shared/notes/snn-semantics.md``) one step at a time: the readable reference of the maths,
+These functions reproduce snnTorch 1.0's ``Leaky`` and ``Synaptic`` exactly one step
+at a time: the readable reference of the maths,
 tested against snnTorch. :mod:`snnbench.engine` implements the same maths fused over T (one
 autograd node per layer) and is tested against snnTorch and these.
 Every tensor here is one time step, shape ``[B, N]``; membrane potentials

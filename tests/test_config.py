@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from snnbench.config import ConfigError, validate
+from snnbench.inputs import Batcher
 from snnbench.models import build_model
-from snnbench.training import Batcher, build_optimizer
+from snnbench.optim import build_optimizer
 from tests.conftest import ROOT
 
 GROUPS = [
@@ -152,3 +153,43 @@ def test_cli_missing_data_names_the_file(tmp_path):
     assert "train-images-idx3-ubyte" in res.stderr and "SNNBENCH_DATA" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_a_preset_can_set_top_level_keys(tmp_path):
+    """`@package _global_` presets win over config.yaml's own keys (`_self_` first)."""
+    from tests.conftest import compose_cfg
+
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "toplevel.yaml").write_text(
+        "# @package _global_\noptimized_metric: final_val_acc\ntrainer:\n  epochs: 3\n"
+    )
+    cfg = compose_cfg(
+        [f"hydra.searchpath=[file://{tmp_path}]", "experiment=toplevel"], tmp_path / "run"
+    )
+    assert cfg.optimized_metric == "final_val_acc" and cfg.trainer.epochs == 3
+    assert compose_cfg([], tmp_path / "run").optimized_metric == "best_val_acc"
+
+
+ENCODER_BAD = [
+    (("encoding=latency", "encoding.threshold=0"), "encoding.threshold"),
+    (("encoding=delta", "encoding.threshold=0"), "encoding.threshold"),
+    (
+        ("encoding=latency", "encoding.normalize=false", "model.num_steps=5", "encoding.tau=5"),
+        "model.num_steps",
+    ),
+    (("encoding=latency", "encoding.normalize=false", "encoding.linear=false"), "model.num_steps"),
+]
+
+
+@pytest.mark.parametrize("overrides,key", ENCODER_BAD, ids=[" ".join(b[0]) for b in ENCODER_BAD])
+def test_encoder_values_that_snntorch_would_reject_are_refused_up_front(make_cfg, overrides, key):
+    with pytest.raises(ConfigError) as err:
+        validate(make_cfg("model=temporal", "model.num_steps=25", *overrides))
+    assert key in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unnormalised_latency_that_fits_in_T_is_accepted(make_cfg):
+    cfg = make_cfg(
+        "encoding=latency", "encoding.normalize=false", "encoding.tau=5", "model.num_steps=6"
+    )
+    validate(cfg)  # the latest spike (a black pixel) falls on step 5 = T - 1

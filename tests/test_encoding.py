@@ -59,3 +59,42 @@ def test_delta_matches_snntorch_on_held_image():
     x = images.reshape(4, -1).float() / 255
     ref = spikegen.delta(x.unsqueeze(0).repeat(6, 1, 1), threshold=0.1)
     assert torch.equal(encoding.delta(images, 6, threshold=0.1), ref)
+
+
+def _all_levels() -> torch.Tensor:
+    return torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16)
+
+
+@pytest.mark.parametrize("threshold", [0.01, float(torch.tensor(128.0) / 255)])
+def test_latency_single_step_matches_snntorch(threshold):
+    """T=1 fires at t=0 exactly the pixels snnTorch fires (>= threshold, equality included)."""
+    images = _all_levels()
+    ref = spikegen.latency(
+        images.reshape(1, -1).float() / 255,
+        num_steps=1,
+        threshold=threshold,
+        tau=5.0,
+        clip=True,
+        normalize=True,
+        linear=True,
+    )
+    ours = encoding.latency(images, 1, tau=5.0, threshold=threshold, normalize=True)
+    assert torch.equal(ours, ref)
+    assert ours[0, 0, 128].item() == 1.0  # at the second threshold: equal, so it fires
+
+
+@pytest.mark.parametrize("linear", [True, False])
+def test_unnormalised_latency_matches_snntorch_when_it_fits(linear):
+    steps = encoding.latency_last_step(2.0, 0.05, linear) + 1
+    images = _all_levels()
+    ref = spikegen.latency(
+        images.reshape(1, -1).float() / 255,
+        num_steps=steps,
+        threshold=0.05,
+        tau=2.0,
+        clip=True,
+        normalize=False,
+        linear=linear,
+    )
+    ours = encoding.latency(images, steps, tau=2.0, threshold=0.05, linear=linear, normalize=False)
+    assert torch.equal(ours, ref)

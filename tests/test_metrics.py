@@ -13,6 +13,7 @@ from torch import nn
 
 from snnbench.config import ConfigError, validate
 from snnbench.data import Split
+from snnbench.inputs import Batcher
 from snnbench.metrics import (
     activation_sparsity,
     connection_sparsity,
@@ -29,7 +30,7 @@ from snnbench.metrics import (
 )
 from snnbench.models import build_model
 from snnbench.results import METRICS_FILE
-from snnbench.training import Batcher, run
+from snnbench.training import run
 from tests.conftest import ROOT, TINY
 
 # nonzero weights per input column: 2, 0, 2, 1

@@ -104,3 +104,19 @@ def test_steps_match_snntorch(neuron, reset):
         assert torch.equal(spk, spk_ref)
         assert torch.allclose(state.mem, mem, atol=1e-6)
     snn.SpikingNeuron.instances.clear()
+
+
+def test_snntorch_engine_leaves_other_neurons_registered():
+    """Building a model with the snntorch engine must not clear snnTorch's registry for
+    neurons the user made (only ours are taken out)."""
+    import snntorch as snn
+
+    from snnbench.models import build_model
+    from tests.conftest import compose_cfg
+
+    mine = snn.Leaky(beta=0.5)
+    cfg = compose_cfg(["model=temporal", "model.engine=snntorch", "model.num_steps=2"], "/tmp/x")
+    model = build_model(cfg)
+    registry = snn.SpikingNeuron.instances
+    assert any(n is mine for n in registry)
+    assert not any(n is lif for n in registry for lif in model.lifs)

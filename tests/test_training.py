@@ -65,7 +65,8 @@ def test_tiny_run_writes_complete_record(make_cfg, tmp_path, overrides):
     assert rec["status"] == "completed" and rec["error"] is None
     assert rec["best_val_acc"] == best and 0.0 <= best <= 1.0
     assert len(rec["history"]) == 1 and EPOCH_KEYS <= rec["history"][0].keys()
-    assert rec["test_acc"] == rec["history"][0]["test_acc"] == rec["final_test_acc"]
+    assert rec["history"][0]["test_acc"] is None  # test is not evaluated every epoch
+    assert rec["test_acc"] == rec["final_test_acc"] and 0.0 <= rec["test_acc"] <= 1.0
     assert rec["data"]["n_train"] == 256 and rec["data"]["n_test"] == 200
     assert rec["versions"]["torch"] == metadata.version("torch")
     assert rec["n_params"] == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
@@ -79,13 +80,78 @@ def test_ann_learns_above_chance(make_cfg, tmp_path):
 
 
 def test_test_acc_follows_best_validation_epoch(make_cfg, tmp_path):
-    cfg = make_cfg("model=ann", "trainer.epochs=3", "optimizer.lr=0.02")
-    run(cfg)
-    rec = _load(tmp_path / "run")
+    ov = ("model=ann", "trainer.epochs=3", "optimizer.lr=0.02")
+    run(make_cfg(*ov, "trainer.test_every_epoch=true", run_dir=tmp_path / "every"))
+    rec = _load(tmp_path / "every")
     best = max(rec["history"], key=lambda h: h["val_acc"])
     assert rec["best_val_acc"] == best["val_acc"]
     assert rec["test_acc"] == best["test_acc"] and rec["best_epoch"] == best["epoch"]
     assert rec["final_test_acc"] == rec["history"][-1]["test_acc"]
+    # by default test is evaluated only at the end, with the same weights: same numbers
+    run(make_cfg(*ov, run_dir=tmp_path / "end"))
+    end = _load(tmp_path / "end")
+    assert all(h["test_acc"] is None for h in end["history"])
+    for key in ("test_acc", "final_test_acc", "best_epoch", "best_val_acc"):
+        assert end[key] == rec[key]
+
+
+def test_failed_spiking_pass_keeps_the_trained_run(make_cfg, tmp_path, monkeypatch):
+    import snnbench.training as training
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure of the spiking pass")
+
+    monkeypatch.setattr(training, "spiking_metrics", broken)
+    value = run(make_cfg("model=temporal", "model.num_steps=3"))
+    rec = _load(tmp_path / "run")
+    assert rec["status"] == "completed" and rec["error"] is None
+    assert rec["spiking"] == {"error": "RuntimeError: simulated failure of the spiking pass"}
+    assert value == rec["best_val_acc"] and rec["test_acc"] is not None
+
+
+class _Evil:
+    """Unpickling it would create a file: a checkpoint must never run code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_never_unpickles_code(make_cfg, tmp_path):
+    import torch
+
+    from snnbench.config import ConfigError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    marker = tmp_path / "pwned"
+    torch.save({"epoch": 1, "config": {}, "payload": _Evil(str(marker))}, run_dir / CHECKPOINT_FILE)
+    with pytest.raises(ConfigError, match="not a checkpoint this version of snnbench can resume"):
+        run(make_cfg("model=ann", "trainer.resume=true"))
+    assert not marker.exists()
+
+
+def test_best_model_file_always_matches_the_checkpoint(make_cfg, tmp_path):
+    """A kill after the checkpoint but before best_model.pt is rewritten (here: a stale file
+    put in its place) is repaired on resume: the best weights travel in the checkpoint."""
+    import torch
+
+    def interrupt(epoch, record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg("model=ann"), on_epoch=interrupt)
+    best_file = tmp_path / "run" / BEST_MODEL_FILE
+    good = torch.load(best_file, weights_only=True)
+    torch.save({k: torch.zeros_like(v) for k, v in good.items()}, best_file)
+    run(make_cfg("model=ann", "trainer.resume=true"))
+    run(make_cfg("model=ann", run_dir=tmp_path / "straight"))
+    restored = torch.load(best_file, weights_only=True)
+    assert all(torch.equal(restored[k], good[k]) for k in good)
+    resumed, straight = _load(tmp_path / "run"), _load(tmp_path / "straight")
+    assert resumed["test_acc"] == straight["test_acc"]
 
 
 def _strip_times(rec):

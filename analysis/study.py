@@ -1,0 +1,532 @@
+"""The study's report: ``python -m analysis.study ROOT [--out DIR]`` (``make study`` runs it).
+
+Reads what ``python -m snnbench.study`` recorded under ROOT (default ``docs/results``) and
+writes ``README.md`` (the report), ``runs.csv`` (one row per run, ``part`` naming the part of
+the study that made it) and the figures into ``--out`` (default: ROOT). Every section says
+how many of its runs are recorded, so a study still in progress gives a partial report.
+Runs are chosen and searched on validation accuracy; test accuracy appears in tables only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from analysis import figures  # noqa: E402
+from analysis.collect import Collection, NoRunsError, collect  # noqa: E402
+from analysis.tables import MODEL_NAMES, to_markdown  # noqa: E402
+
+#: What the study reported (test accuracy, 10 epochs), quoted beside our numbers.
+STUDY_REPORTED = {"ann": 98.0, "single_step": 97.0, "temporal": 97.0}
+#: Targets of the tuned recipes (test accuracy %, mean of 3 seeds).
+TUNED_TARGETS = {"ann": 98.3, "single_step": 98.0, "temporal": 98.4}
+MODELS = ("ann", "single_step", "temporal")
+#: Columns of runs.csv besides ``part``.
+CSV_COLUMNS = (
+    "run",
+    "status",
+    "dataset",
+    "model",
+    "T",
+    "beta",
+    "lr",
+    "config.optimizer.scheduler",
+    "config.optimizer.weight_decay",
+    "seed",
+    "epochs_completed",
+    "best_epoch",
+    "best_val_acc",
+    "test_acc",
+    "final_test_acc",
+    "time_per_epoch_s",
+    "train_time_s",
+    "synops_per_sample",
+    "energy_per_inference_uj",
+    "settle_step_mean",
+)
+RECIPE_KEYS = (
+    "config.model.num_steps",
+    "config.neuron.beta",
+    "config.optimizer.lr",
+    "config.optimizer.scheduler",
+    "config.optimizer.weight_decay",
+)
+
+
+def _pct(values: pd.Series) -> str:
+    """``mean ± s.d.`` of accuracies (fractions) in %, with the run count."""
+    v = pd.to_numeric(values, errors="coerce").dropna() * 100
+    if v.empty:
+        return "–"
+    if len(v) == 1:
+        return f"{v.iloc[0]:.2f} (n=1)"
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f} (n={len(v)})"
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
+        return "–"
+    x = float(x)
+    for scale, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.{digits}g}{suffix}"
+    return f"{x:.{digits}g}"
+
+
+def _recipe(row: pd.Series) -> str:
+    """The searched values of a run, as a short text (``T=23, beta=0.805, lr=7.51e-04``)."""
+    parts = []
+    model = row.get("model")
+    for key in RECIPE_KEYS:
+        name = key.split(".")[-1]
+        if model != "temporal" and name == "num_steps":
+            continue
+        if model == "ann" and name == "beta":
+            continue
+        if model != "ann" and name == "weight_decay":
+            continue
+        text = figures._fmt(row.get(key), name)
+        if text is not None:
+            parts.append(f"{'T' if name == 'num_steps' else name}={text}")
+    return ", ".join(parts)
+
+
+def runs_table(col: Collection) -> pd.DataFrame:
+    """One row per run (any status) with its part (``tag``) and the main numbers."""
+    runs = col.runs
+    if runs.empty:
+        return pd.DataFrame(columns=["part", *CSV_COLUMNS])
+    df = runs.copy()
+    df["part"] = df["tag"].fillna("untagged")
+    cols = ["part", *(c for c in CSV_COLUMNS if c in df.columns)]
+    return df[cols].sort_values(["part", "run"], kind="stable").reset_index(drop=True)
+
+
+class Report:
+    """Markdown sections and figures written into ``out``."""
+
+    def __init__(self, root: Path, out: Path, col: Collection):
+        self.root, self.out, self.col = root, out, col
+        self.fig_dir = out / "figures"
+        self.lines: list[str] = []
+        runs = col.completed.copy()
+        if not runs.empty:
+            runs["part"] = runs["tag"].fillna("untagged")
+        self.runs = runs
+        self.all = col.runs.copy() if not col.runs.empty else col.runs
+        if not self.all.empty:
+            self.all["part"] = self.all["tag"].fillna("untagged")
+
+    # helpers
+    def part(self, *names: str, dataset: str | None = "mnist") -> pd.DataFrame:
+        if self.runs.empty:
+            return self.runs
+        df = self.runs[self.runs["part"].isin(names)]
+        if dataset is not None:
+            df = df[df["dataset"] == dataset]
+        return df
+
+    def recorded(self, *names: str) -> str:
+        """``k of n runs completed`` for the parts (all statuses counted in n)."""
+        if self.all.empty:
+            return "no run recorded yet"
+        n = int(self.all["part"].isin(names).sum())
+        k = len(self.part(*names, dataset=None))
+        return f"{k} of {n} recorded runs completed" if n else "no run recorded yet"
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def figure(self, path: Path | None, caption: str, missing: str) -> None:
+        if path is None:
+            self.add(f"*{missing}*", "")
+        else:
+            rel = path.relative_to(self.out).as_posix()
+            self.add(f"![{caption}]({rel})", "", f"*{caption}*", "")
+
+    # sections
+    def reproduction(self) -> None:
+        self.add("## 1. The study reproduced (study settings, 10 epochs)", "")
+        df = self.part("study")
+        self.add(f"Runs: {self.recorded('study')}.", "")
+        rows = []
+        for m in MODELS:
+            g = df[df["model"] == m]
+            rows.append(
+                {
+                    "Model": MODEL_NAMES[m],
+                    "Study reported (%)": f"~{STUDY_REPORTED[m]:.0f}",
+                    "Test acc. (%)": _pct(g["test_acc"]),
+                    "Best val. acc. (%)": _pct(g["best_val_acc"]),
+                    "Seeds": ",".join(str(int(s)) for s in sorted(g["seed"].dropna())) or "–",
+                    "Train s/epoch": _num(g["time_per_epoch_s"].mean()),
+                    "Energy/inference (µJ)": _num(g["energy_per_inference_uj"].mean()),
+                }
+            )
+        self.add(to_markdown(pd.DataFrame(rows)), "")
+        self.add(
+            "Test accuracy is that of the best-validation epoch's weights (mean ± sample s.d. "
+            "over seeds). Energy is an estimate from operation counts (README, Spiking "
+            "metrics), not a measurement.",
+            "",
+        )
+
+    def tuned(self) -> None:
+        self.add("## 2. Tuned recipes (best validation accuracy of each search, 10 epochs)", "")
+        df = self.part("tuned_ann", "tuned_single_step", "tuned_temporal")
+        self.add(f"Runs: {self.recorded('tuned_ann', 'tuned_single_step', 'tuned_temporal')}.", "")
+        rows = []
+        for m in MODELS:
+            g = df[df["model"] == m]
+            mean = pd.to_numeric(g["test_acc"], errors="coerce").mean() * 100
+            target = TUNED_TARGETS[m]
+            verdict = "–" if math.isnan(mean) else ("met" if mean >= target else "missed")
+            rows.append(
+                {
+                    "Model": MODEL_NAMES[m],
+                    "Recipe": _recipe(g.iloc[0]) if len(g) else "(search not finished)",
+                    "Test acc. (%)": _pct(g["test_acc"]),
+                    "Best val. acc. (%)": _pct(g["best_val_acc"]),
+                    "Target (%)": f"≥ {target}",
+                    "Target": verdict,
+                    "Energy/inference (µJ)": _num(g["energy_per_inference_uj"].mean()),
+                }
+            )
+        self.add(to_markdown(pd.DataFrame(rows)), "")
+        both = self.part("study", "tuned_ann", "tuned_single_step", "tuned_temporal")
+        if not both.empty:
+            both = both.assign(recipe=np.where(both["part"] == "study", "study settings", "tuned"))
+            path = figures.accuracy_bars(
+                both, self.fig_dir / "accuracy_bars.png", by=("model", "recipe")
+            )
+            self.figure(
+                path,
+                "Test accuracy per model, study settings vs tuned recipe (mean ± s.d. over seeds)",
+                "no completed run yet",
+            )
+
+    def curves_and_raster(self) -> None:
+        self.add("## 3. The study's figures: training curves and output spikes", "")
+        study = self.part("study")
+        hist = self.col.completed_history
+        if not hist.empty and not study.empty:
+            hist = hist[hist["run_dir"].isin(set(study["run_dir"]))]
+        path = figures.loss_curves(hist, self.fig_dir / "loss_curves.png", by=("model",))
+        self.figure(
+            path,
+            "Training loss and validation accuracy per epoch, study settings (mean ± s.d.)",
+            "no completed study run yet",
+        )
+        pool = self.part("study", "tuned_temporal", "tuned_single_step")
+        run = figures.choose_raster_run(pool) if not pool.empty else None
+        if run is None:
+            self.add("*no SNN run with saved best weights yet: no raster*", "")
+            return
+        path = figures.spike_raster(run, self.fig_dir / "spike_raster.png")
+        rel = Path(run).resolve().relative_to(self.root.resolve()).as_posix()
+        self.figure(
+            path,
+            f"Output spikes of the SNN run with the best validation accuracy ({rel})",
+            "",
+        )
+
+    def searches(self) -> None:
+        self.add("## 4. Searches (Optuna, on validation accuracy)", "")
+        rows = []
+        for m in MODELS:
+            db = self.root / "search" / m / "optuna.db"
+            trials = self.all[self.all["part"] == f"search_{m}"] if not self.all.empty else None
+            if not db.is_file():
+                rows.append({"Model": MODEL_NAMES[m], "Trials": "not started"})
+                continue
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            study = optuna.load_study(study_name=f"study_{m}", storage=f"sqlite:///{db}")
+            states: dict[str, int] = {}
+            for t in study.trials:
+                states[t.state.name] = states.get(t.state.name, 0) + 1
+            complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+            best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+            rows.append(
+                {
+                    "Model": MODEL_NAMES[m],
+                    "Trials": ", ".join(f"{v} {k.lower()}" for k, v in sorted(states.items())),
+                    "Best val. acc. (%)": f"{100 * best.value:.2f}" if best else "–",
+                    "Best trial": (
+                        f"#{best.number}: "
+                        + ", ".join(
+                            f"{k.split('.')[-1]}={figures._fmt(v, k)}"
+                            for k, v in sorted(best.params.items())
+                        )
+                        if best
+                        else "–"
+                    ),
+                }
+            )
+            paths, _ = figures.optuna_plots(
+                db, self.fig_dir, study_name=f"study_{m}", objective="best validation accuracy"
+            )
+            for p in paths:
+                kind = "history" if "history" in p.name else "importance"
+                self.figure(p, f"{MODEL_NAMES[m]} search: {kind}", "")
+            if trials is not None and len(trials):
+                done = trials[trials["usable"]]
+                if len(done) >= 3:
+                    p = figures.sweep_plot(
+                        done, self.fig_dir / f"search_{m}_params.png", "best_val_acc"
+                    )
+                    self.figure(
+                        p,
+                        f"{MODEL_NAMES[m]} search: best validation accuracy vs each searched "
+                        "parameter (completed trials, 3 epochs each)",
+                        "",
+                    )
+        self.add(to_markdown(pd.DataFrame(rows)), "")
+
+    def t_sweep(self) -> None:
+        self.add("## 5. How many time steps? The best temporal recipe at each T", "")
+        df = self.part("t_sweep")
+        self.add(f"Runs: {self.recorded('t_sweep')}.", "")
+        if df.empty:
+            self.add("*no completed T-sweep run yet*", "")
+            return
+        rows = []
+        for t, g in df.groupby("T", sort=True):
+            rows.append(
+                {
+                    "T": int(t),
+                    "Test acc. (%)": _pct(g["test_acc"]),
+                    "Best val. acc. (%)": _pct(g["best_val_acc"]),
+                    "Train s/epoch": _num(g["time_per_epoch_s"].mean()),
+                    "SynOps/inference": _num(g["synops_per_sample"].mean()),
+                    "Energy/inference (µJ)": _num(g["energy_per_inference_uj"].mean()),
+                    "Settle step": _num(g["settle_step_mean"].mean()),
+                }
+            )
+        self.add(to_markdown(pd.DataFrame(rows)), "")
+        seeds = df.groupby("T")["seed"].nunique()
+        if seeds.nunique() > 1:
+            few = ", ".join(f"T={int(t)}: {n}" for t, n in seeds.items())
+            self.add(f"Seeds per T differ (compute): {few}.", "")
+        self.figure(
+            t_sweep_figure(df, self.fig_dir / "t_sweep.png"),
+            "Accuracy, energy and training time against the number of time steps T",
+            "",
+        )
+
+    def study_20ep(self) -> None:
+        self.add("## 6. Is the study's temporal SNN under-trained? (20 epochs)", "")
+        long = self.part("study_20ep")
+        short = self.part("study")
+        short = short[(short["model"] == "temporal") & (short["seed"] == 0)]
+        self.add(f"Runs: {self.recorded('study_20ep')}.", "")
+        if long.empty:
+            self.add("*the 20-epoch run has not completed yet*", "")
+            return
+        r = long.iloc[0]
+        self.add(
+            f"Seed 0, study settings, 20 epochs: best validation {100 * r['best_val_acc']:.2f} % "
+            f"at epoch {int(r['best_epoch'])}, test {100 * r['test_acc']:.2f} %"
+            + (
+                f" (10 epochs: validation {100 * short.iloc[0]['best_val_acc']:.2f} %, test "
+                f"{100 * short.iloc[0]['test_acc']:.2f} %)."
+                if len(short)
+                else "."
+            ),
+            "",
+        )
+        hist = self.col.completed_history
+        hist = hist[hist["run_dir"].isin(set(long["run_dir"]) | set(short["run_dir"]))]
+        hist = hist.assign(
+            epochs=hist["run_dir"].map(lambda d: "20 epochs" if d in set(long["run_dir"]) else "10")
+        )
+        path = figures.loss_curves(hist, self.fig_dir / "study_20ep.png", by=("epochs",))
+        self.figure(path, "Temporal SNN, study settings, 10 vs 20 epochs (seed 0)", "")
+
+    def fashion(self) -> None:
+        self.add("## 7. Fashion-MNIST (study settings and tuned recipes)", "")
+        df = self.part("fashion_study", "fashion_tuned", dataset="fashion_mnist")
+        self.add(f"Runs: {self.recorded('fashion_study', 'fashion_tuned')}.", "")
+        rows = []
+        for m in MODELS:
+            for part, name in (("fashion_study", "study settings"), ("fashion_tuned", "tuned")):
+                g = df[(df["model"] == m) & (df["part"] == part)]
+                rows.append(
+                    {
+                        "Model": MODEL_NAMES[m],
+                        "Recipe": name,
+                        "Test acc. (%)": _pct(g["test_acc"]),
+                        "Best val. acc. (%)": _pct(g["best_val_acc"]),
+                    }
+                )
+        self.add(to_markdown(pd.DataFrame(rows)), "")
+
+    def energy_latency(self) -> None:
+        self.add("## 8. Energy and latency", "")
+        df = self.part("study", "tuned_ann", "tuned_single_step", "tuned_temporal")
+        if df.empty:
+            self.add("*no completed run yet*", "")
+            return
+        df = df.assign(recipe=np.where(df["part"] == "study", "study", "tuned"))
+        path = figures.energy_accuracy(
+            df, self.fig_dir / "energy_accuracy.png", by=("model", "recipe")
+        )
+        self.figure(path, "Test accuracy vs estimated energy per inference (one dot per run)", "")
+        path = figures.latency_curves(
+            df, self.fig_dir / "latency_curves.png", by=("model", "recipe")
+        )
+        self.figure(path, "Test accuracy when the output is read after t steps", "")
+
+    def provenance(self) -> None:
+        self.add("## 9. Machine, versions and wall time", "")
+        log_dir = self.root / "study_log"
+        rows = []
+        for part_file in sorted(log_dir.glob("*.json")):
+            if part_file.name == "best.json":
+                continue
+            entry = json.loads(part_file.read_text(encoding="utf-8"))
+            rows.append(
+                {
+                    "Part": entry.get("part", part_file.stem),
+                    "Items done": f"{entry.get('done', '–')} of {entry.get('items', '–')}",
+                    "Wall time (h)": f"{entry.get('wall_s', 0) / 3600:.2f}",
+                }
+            )
+        if rows:
+            self.add(to_markdown(pd.DataFrame(rows)), "")
+            self.add(
+                "Wall time is summed over every session that worked on a part; parts ran "
+                "two at a time (one thread each) on a machine shared with other work, so "
+                "per-epoch times in these tables are upper bounds — `python -m snnbench.bench` "
+                "measures speed properly.",
+                "",
+            )
+        sessions = log_dir / "sessions.jsonl"
+        if sessions.is_file():
+            lines = [json.loads(s) for s in sessions.read_text().splitlines() if s.strip()]
+            if lines:
+                last = lines[-1]
+                m, v = last["machine"], last["versions"]
+                self.add(
+                    f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['os']}. "
+                    f"Versions: Python {v.get('python')}, torch {v.get('torch')}, snnTorch "
+                    f"{v.get('snntorch')}, optuna {v.get('optuna')}. Sessions: {len(lines)} "
+                    f"(load average at their starts: "
+                    f"{', '.join(str(s['load_average'][0]) for s in lines)}).",
+                    "",
+                )
+        counts = self.col.problem_counts()
+        if counts:
+            self.add(
+                "Runs not in the tables: "
+                + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+                + " (pruned search trials are expected).",
+                "",
+            )
+
+
+def t_sweep_figure(df: pd.DataFrame, path: Path) -> Path | None:
+    """Three panels against T: test accuracy, energy per inference, training time per epoch
+    (mean over seeds, whiskers ±1 s.d.)."""
+    if df.empty:
+        return None
+    g = df.groupby("T", sort=True)
+    t = np.array(sorted(df["T"].dropna().astype(int).unique()))
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
+    panels = (
+        ("test_acc", 100.0, "Test accuracy (%)"),
+        ("energy_per_inference_uj", 1.0, "Estimated energy / inference (µJ)"),
+        ("time_per_epoch_s", 1.0, "Training time / epoch (s)"),
+    )
+    for ax, (col, scale, label) in zip(axes, panels):
+        vals = pd.to_numeric(df[col], errors="coerce") * scale
+        mean = vals.groupby(df["T"]).mean().reindex(t)
+        sd = vals.groupby(df["T"]).std(ddof=1).reindex(t).fillna(0)
+        ax.errorbar(t, mean, yerr=sd, marker="o", capsize=3, color="tab:blue")
+        ax.set_xscale("log")
+        ax.set_xticks(t, [str(x) for x in t])
+        ax.minorticks_off()
+        ax.set_xlabel("Time steps T (log scale)")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        if col == "test_acc":
+            lo, hi = figures._accuracy_limits(mean, sd)
+            ax.set_ylim(lo, hi)
+            ax.set_ylabel(f"{label} — axis starts at {lo:.1f} %")
+    n = g["seed"].nunique()
+    fig.suptitle(
+        "Best temporal recipe at each T: point = mean over seeds "
+        f"({', '.join(f'T={int(k)}: {v}' for k, v in n.items())} seeds), whisker = ±1 s.d.",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def write_study_report(root: Path | str, out: Path | str | None = None) -> Path:
+    """Write the study report (``README.md``), ``runs.csv`` and figures; return the report."""
+    root = Path(root)
+    out = Path(out) if out is not None else root
+    out.mkdir(parents=True, exist_ok=True)
+    col = collect([root])
+    table = runs_table(col)
+    table.to_csv(out / "runs.csv", index=False, float_format="%.6g")
+    rep = Report(root, out, col)
+    rep.add(
+        "# snnbench study results",
+        "",
+        "Three models on MNIST, 784-256-128-10, batch 128, Adam: the study reproduced, each "
+        "model tuned by an Optuna search on validation accuracy, the temporal SNN swept over "
+        "T, and Fashion-MNIST. Regenerate everything with `make study` (= `python -m "
+        "snnbench.study`; it skips what is recorded here and continues the rest), this report "
+        "alone with `python -m analysis.study docs/results`. Accuracies are in %, mean ± "
+        "sample s.d. over seeds; runs are selected on validation accuracy, test accuracy is "
+        "reported. `runs.csv` lists every run with the part that made it.",
+        "",
+    )
+    rep.reproduction()
+    rep.tuned()
+    rep.curves_and_raster()
+    rep.searches()
+    rep.t_sweep()
+    rep.study_20ep()
+    rep.fashion()
+    rep.energy_latency()
+    rep.provenance()
+    path = out / "README.md"
+    path.write_text("\n".join(rep.lines).rstrip() + "\n", encoding="utf-8")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.study", description=__doc__)
+    p.add_argument("root", nargs="?", default="docs/results", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="where to write (default: ROOT)")
+    args = p.parse_args(argv)
+    try:
+        path = write_study_report(args.root, args.out)
+    except NoRunsError as exc:
+        print(f"analysis.study: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Checkpoints for exact resume: model, optimizer, schedule, every RNG state, the best weights.
+
+A checkpoint holds only tensors and plain Python values (dicts, lists, tuples, numbers,
+strings), so it is loaded with ``torch.load(..., weights_only=True)``: resuming from a
+run directory someone else made cannot run code. The best-validation weights travel inside
+the checkpoint, so ``best_model.pt`` (an export of them) always matches the checkpoint's
+``best_epoch``, whatever moment a run was killed at.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from snnbench.config import ConfigError
+from snnbench.results import save_torch
+
+#: Config keys that may differ between a checkpoint and the run resuming it.
+RESUME_FREE_KEYS = ("trainer.resume", "trainer.progress", "trainer.num_threads", "run_dir")
+#: Key prefixes free on resume: what is computed after training, and which Optuna trial
+#: reports (a retried trial continues the lost one's run).
+RESUME_FREE_PREFIXES = ("spiking.", "optuna.")
+
+StateDict = dict[str, torch.Tensor]
+
+
+def rng_state(shuffle: torch.Generator, encode_gen: torch.Generator) -> dict[str, Any]:
+    """Every RNG a run draws from, as tensors and plain values (``weights_only``-loadable)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "shuffle": shuffle.get_state(),
+        "encode": encode_gen.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(
+    state: dict[str, Any], shuffle: torch.Generator, encode_gen: torch.Generator
+) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    shuffle.set_state(state["shuffle"])
+    encode_gen.set_state(state["encode"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def comparable(cfg: DictConfig) -> dict[str, Any]:
+    """The flattened resolved config minus the keys a resume may change."""
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    return {
+        k: v
+        for k, v in flat.items()
+        if k not in RESUME_FREE_KEYS and not k.startswith(RESUME_FREE_PREFIXES)
+    }
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``); one-line error if it is not ours."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{path} is not a checkpoint this version of snnbench can resume safely ({first}); "
+            "start the run in a new hydra.run.dir"
+        ) from None
+
+
+def check_same_config(checkpoint: dict[str, Any], cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse to resume a checkpoint written under another config, naming the keys."""
+    old, new = checkpoint["config"], comparable(cfg)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        raise ConfigError(
+            f"trainer.resume=true but {run_dir} holds a run of a different config "
+            f"(differs in {', '.join(changed)}); use a new hydra.run.dir or the same config"
+        )
+
+
+def save(
+    path: Path,
+    *,
+    epoch: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    rng: dict[str, Any],
+    cfg: DictConfig,
+    record: dict[str, Any],
+    best_state: StateDict | None,
+) -> None:
+    """Write the checkpoint after ``epoch`` atomically (``record`` without status/config)."""
+    save_torch(
+        path,
+        {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": rng,
+            "config": comparable(cfg),
+            "record": {k: v for k, v in record.items() if k not in ("status", "config")},
+            "best_model": best_state,
+        },
+    )
+
+
+def clone_state(model: torch.nn.Module) -> StateDict:
+    """A detached copy of the model's weights (kept while later epochs train)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

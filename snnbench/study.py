@@ -1,0 +1,481 @@
+"""The study, reproduced and tuned, as one resumable command: ``python -m snnbench.study``.
+
+Parts (each a list of runs or one Optuna search, run in this order; ``--parts`` picks some):
+
+* ``reproduction`` — ANN, single-step and temporal SNN with the study's settings, per seed;
+* ``search_ann``, ``search_single_step``, ``search_temporal`` — Optuna searches on the
+  validation accuracy (presets ``conf/hparams_search/study_*.yaml``);
+* ``tuned`` — each model's best searched configuration retrained for the full epochs, per seed;
+* ``study_20ep`` — the study's temporal model trained twice as long (is it under-trained?);
+* ``t_sweep`` — the best temporal recipe at several T (seed 0 for every T first, then more);
+* ``fashion`` — study settings and tuned recipes of the three models on Fashion-MNIST;
+* ``report`` — the analysis report of everything recorded (``python -m analysis.study``).
+
+Every run lives in a fixed folder under ``--root`` (default ``docs/results``), is skipped when
+its ``metrics.json`` says ``completed``, and otherwise is (re)started with
+``trainer.resume=true``; a search continues its Optuna study (``optuna.db`` in its folder) up to
+its trial count. So a killed study continues where it stopped, also from the committed
+records alone. Each run is a ``python -m snnbench`` process (one crash never ends the study).
+``--quick`` runs a miniature of the same plan (tiny data, 1 epoch, few trials) in minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snnbench.record import now
+from snnbench.results import METRICS_FILE, read_json, versions, write_json
+
+#: The study's reference accuracies (test, 10 epochs), quoted by the report.
+STUDY_REFERENCE = {"ann": 0.98, "single_step": 0.97, "temporal": 0.97}
+MODELS = ("ann", "single_step", "temporal")
+#: ``--parts`` in execution order.
+PARTS = (
+    "reproduction",
+    "search_ann",
+    "search_single_step",
+    "search_temporal",
+    "tuned",
+    "study_20ep",
+    "t_sweep",
+    "fashion",
+    "report",
+)
+#: Folder (under the root) of the per-part logs, ``sessions.jsonl`` and ``best.json``.
+LOG_DIR = "study_log"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How big each part is: the full study or its quick miniature."""
+
+    name: str
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 10
+    search_trials: dict[str, int] = field(
+        default_factory=lambda: {"ann": 20, "single_step": 20, "temporal": 40}
+    )
+    t_values: tuple[int, ...] = (1, 2, 5, 10, 25, 50, 100)
+    #: seeds of the tuned retraining and of the T sweep (the reproduction uses ``seeds``)
+    tuned_seeds: tuple[int, ...] = (0, 1, 2)
+    t_seeds: tuple[int, ...] = (0, 1, 2)
+    fashion_seeds: tuple[int, ...] = (0,)
+    #: added to every command (data size, epochs of searches ...)
+    common: tuple[str, ...] = ()
+    #: added to searches only
+    search_extra: tuple[str, ...] = ()
+    #: the study's temporal model's T (100; the quick plan shortens it)
+    study_T: int = 100
+
+
+FULL = Plan(name="full")
+QUICK = Plan(
+    name="quick",
+    seeds=(0, 1),
+    epochs=1,
+    search_trials={"ann": 3, "single_step": 3, "temporal": 3},
+    t_values=(1, 2, 4),
+    tuned_seeds=(0,),
+    t_seeds=(0,),
+    common=(
+        "dataset.train_subset=1000",
+        "dataset.eval_subset=300",
+        "trainer.batch_size=100",
+        "spiking.max_samples=100",
+    ),
+    search_extra=("trainer.epochs=1", "hydra.sweeper.pruner.name=none"),
+    study_T=8,
+)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: its part (``tag``), folder under the root and overrides."""
+
+    tag: str
+    path: str
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """One Optuna search: a ``hparams_search`` preset run into a fixed sweep folder."""
+
+    tag: str
+    path: str
+    model: str
+    preset: str
+    n_trials: int
+    overrides: tuple[str, ...]
+
+
+Item = RunSpec | SearchSpec
+
+
+def study_overrides(model: str, plan: Plan) -> list[str]:
+    """The study's settings of ``model`` (its lr, 10 epochs, T=100 rate code for temporal)."""
+    if model == "temporal":
+        return ["experiment=study", f"model.num_steps={plan.study_T}"]
+    return [f"model={model}"]
+
+
+def _epochs(plan: Plan, epochs: int | None = None) -> str:
+    return f"trainer.epochs={epochs or plan.epochs}"
+
+
+def reproduction(plan: Plan) -> list[Item]:
+    return [
+        RunSpec(
+            "study",
+            f"reproduction/{m}/seed{s}",
+            (*study_overrides(m, plan), _epochs(plan), f"trainer.seed={s}"),
+        )
+        for m in MODELS
+        for s in plan.seeds
+    ]
+
+
+def search(model: str, plan: Plan) -> list[Item]:
+    return [
+        SearchSpec(
+            f"search_{model}",
+            f"search/{model}",
+            model,
+            f"study_{model}",
+            plan.search_trials[model],
+            plan.search_extra,
+        )
+    ]
+
+
+def tuned(plan: Plan, best: dict[str, list[str]]) -> list[Item]:
+    return [
+        RunSpec(
+            f"tuned_{m}",
+            f"tuned/{m}/seed{s}",
+            (f"model={m}", *best[m], _epochs(plan), f"trainer.seed={s}"),
+        )
+        for m in MODELS
+        if m in best
+        for s in plan.tuned_seeds
+    ]
+
+
+def study_20ep(plan: Plan) -> list[Item]:
+    return [
+        RunSpec(
+            "study_20ep",
+            "study_20ep/temporal/seed0",
+            (*study_overrides("temporal", plan), _epochs(plan, 2 * plan.epochs), "trainer.seed=0"),
+        )
+    ]
+
+
+def t_sweep(plan: Plan, best: dict[str, list[str]]) -> list[Item]:
+    """The best temporal recipe at each T; seed 0 at every T first, then the other seeds."""
+    if "temporal" not in best:
+        return []
+    recipe = [o for o in best["temporal"] if not o.startswith("model.num_steps=")]
+    return [
+        RunSpec(
+            "t_sweep",
+            f"t_sweep/T{t}/seed{s}",
+            ("model=temporal", *recipe, f"model.num_steps={t}", _epochs(plan), f"trainer.seed={s}"),
+        )
+        for s in plan.t_seeds
+        for t in plan.t_values
+    ]
+
+
+def fashion(plan: Plan, best: dict[str, list[str]]) -> list[Item]:
+    items: list[Item] = []
+    for s in plan.fashion_seeds:
+        for m in MODELS:
+            items.append(
+                RunSpec(
+                    "fashion_study",
+                    f"fashion/study/{m}/seed{s}",
+                    (
+                        "dataset=fashion_mnist",
+                        *study_overrides(m, plan),
+                        _epochs(plan),
+                        f"trainer.seed={s}",
+                    ),
+                )  # fmt: skip
+            )
+        for m in MODELS:
+            if m in best:
+                items.append(
+                    RunSpec(
+                        "fashion_tuned",
+                        f"fashion/tuned/{m}/seed{s}",
+                        (
+                            "dataset=fashion_mnist",
+                            f"model={m}",
+                            *best[m],
+                            _epochs(plan),
+                            f"trainer.seed={s}",
+                        ),
+                    )  # fmt: skip
+                )
+    return items
+
+
+# ---------------------------------------------------------------------------- execution
+
+
+def run_done(run_dir: Path) -> bool:
+    """True when the run's record says it completed all its epochs."""
+    try:
+        rec = read_json(run_dir / METRICS_FILE)
+    except (OSError, ValueError):
+        return False
+    return rec.get("status") == "completed" and rec.get("epochs_completed") == rec.get("epochs")
+
+
+def finished_trials(sweep_dir: Path, study_name: str) -> list[Any]:
+    """The search's COMPLETE and PRUNED trials (empty when it has not started)."""
+    db = sweep_dir / "optuna.db"
+    if not db.is_file():
+        return []
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
+    except KeyError:
+        return []
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def best_overrides(sweep_dir: Path, model: str) -> list[str] | None:
+    """The best COMPLETE trial's params as overrides (highest validation accuracy)."""
+    from optuna.trial import TrialState
+
+    done = [
+        t
+        for t in finished_trials(sweep_dir, f"study_{model}")
+        if t.state == TrialState.COMPLETE and t.value is not None
+    ]
+    if not done:
+        return None
+    best = max(done, key=lambda t: (t.value, -t.number))
+    return [f"{k}={_value(v)}" for k, v in sorted(best.params.items())]
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+class Runner:
+    """Runs a plan's items under ``root``, skipping what is recorded; logs wall times.
+
+    Several runners may work on different parts of one root at once: each part's log is its
+    own file (``study_log/<part>.json``) and sessions are appended to ``sessions.jsonl``.
+    """
+
+    def __init__(self, root: Path, plan: Plan, threads: int | None, python: str = sys.executable):
+        self.root = root
+        self.plan = plan
+        self.threads = threads
+        self.python = python
+        self.log_dir = root / LOG_DIR
+
+    def _common(self, tag: str) -> list[str]:
+        extra = [f"trainer.num_threads={self.threads}"] if self.threads else []
+        return [*self.plan.common, f"tag={tag}", "trainer.progress=false", *extra]
+
+    def command(self, item: Item) -> list[str]:
+        """The ``python -m snnbench`` command line of an item."""
+        where = self.root / item.path
+        if isinstance(item, RunSpec):
+            return [
+                self.python, "-m", "snnbench", *item.overrides, *self._common(item.tag),
+                "trainer.resume=true", f"hydra.run.dir={where}",
+            ]  # fmt: skip
+        return [
+            self.python, "-m", "snnbench", "-m", f"hparams_search={item.preset}",
+            *self._common(item.tag), *item.overrides,
+            f"hydra.sweeper.n_trials={item.n_trials}", f"hydra.sweeper.max_trials={item.n_trials}",
+            f"hydra.sweep.dir={where}",
+        ]  # fmt: skip
+
+    def done(self, item: Item) -> bool:
+        if isinstance(item, RunSpec):
+            return run_done(self.root / item.path)
+        return len(finished_trials(self.root / item.path, item.preset)) >= item.n_trials
+
+    def run_items(self, part: str, items: Sequence[Item]) -> bool:
+        """Run what is not done yet; True when every item of the part is done."""
+        todo = [i for i in items if not self.done(i)]
+        print(f"[study] {part}: {len(items) - len(todo)}/{len(items)} done", flush=True)
+        ok = True
+        for item in todo:
+            t0 = time.time()
+            print(f"[study] {now()} {part}: {item.path}", flush=True)
+            res = subprocess.run(self.command(item), stdin=subprocess.DEVNULL)
+            if res.returncode == 2 and isinstance(item, RunSpec) and self._drop_stale(item):
+                res = subprocess.run(self.command(item), stdin=subprocess.DEVNULL)
+            self._log_part(part, items, time.time() - t0)
+            if res.returncode != 0 or not self.done(item):
+                print(f"[study] {part}: {item.path} did not finish (exit {res.returncode})")
+                ok = False
+        self._log_part(part, items, 0.0)
+        return ok
+
+    def _drop_stale(self, item: RunSpec) -> bool:
+        """A checkpoint the run refused to resume (written by another version or config of
+        snnbench): remove it and the unfinished record so the run starts again. True if
+        there was one."""
+        from snnbench.results import CHECKPOINT_FILE
+
+        ckpt = self.root / item.path / CHECKPOINT_FILE
+        if not ckpt.is_file():
+            return False
+        print(f"[study] {item.path}: its checkpoint cannot be resumed; starting it again")
+        ckpt.unlink()
+        (self.root / item.path / METRICS_FILE).unlink(missing_ok=True)
+        return True
+
+    def _log_part(self, part: str, items: Sequence[Item], seconds: float) -> None:
+        """Add ``seconds`` to the part's wall time (summed over sessions) and count its items."""
+        path = self.log_dir / f"{part}.json"
+        try:
+            entry = read_json(path)
+        except (OSError, ValueError):
+            entry = {"part": part, "plan": self.plan.name, "wall_s": 0.0}
+        entry["wall_s"] = round(entry["wall_s"] + seconds, 1)
+        entry["items"] = len(items)
+        entry["done"] = sum(self.done(i) for i in items)
+        entry["last_update"] = now()
+        write_json(path, entry)
+
+    def start_session(self, parts: Sequence[str]) -> None:
+        """Append this invocation (machine, load, versions) to ``sessions.jsonl``."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        line = {
+            "started_at": now(),
+            "plan": self.plan.name,
+            "parts": list(parts),
+            "machine": machine(),
+            "threads": self.threads,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "versions": versions(),
+        }
+        with open(self.log_dir / "sessions.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+    def best(self) -> dict[str, list[str]]:
+        """Each searched model's best overrides so far (also written to ``best.json``)."""
+        out = {}
+        for m in MODELS:
+            ov = best_overrides(self.root / f"search/{m}", m)
+            if ov is not None:
+                out[m] = ov
+        write_json(self.log_dir / "best.json", out)
+        return out
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, logical CPUs and OS of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "os": platform.platform()}
+
+
+def run_study(root: Path, plan: Plan, parts: Sequence[str], threads: int | None) -> int:
+    """Run ``parts`` of ``plan`` into ``root``; return 0 when all of them are complete."""
+    runner = Runner(root, plan, threads)
+    runner.start_session(parts)
+    simple: dict[str, Callable[[Plan], list[Item]]] = {
+        "reproduction": reproduction,
+        "study_20ep": study_20ep,
+        "search_ann": lambda p: search("ann", p),
+        "search_single_step": lambda p: search("single_step", p),
+        "search_temporal": lambda p: search("temporal", p),
+    }
+    needs_best: dict[str, Callable[[Plan, dict[str, list[str]]], list[Item]]] = {
+        "tuned": tuned,
+        "t_sweep": t_sweep,
+        "fashion": fashion,
+    }
+    complete = True
+    for part in PARTS:
+        if part not in parts:
+            continue
+        if part == "report":
+            from analysis.study import write_study_report
+
+            write_study_report(root, root)
+            print(f"[study] report written to {root}")
+            continue
+        if part in simple:
+            items = simple[part](plan)
+        else:
+            best = runner.best()
+            missing = [m for m in MODELS if m not in best]
+            if missing:
+                print(f"[study] {part}: no finished search yet for {', '.join(missing)}")
+                complete = False
+            items = needs_best[part](plan, best)
+        complete &= runner.run_items(part, items)
+    return 0 if complete else 1
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m snnbench.study",
+        description="Run the study (reproduction, searches, tuned runs, T sweep, Fashion-MNIST) "
+        "resumably into fixed folders and write its report.",
+    )
+    p.add_argument("--quick", action="store_true", help="the miniature plan (minutes)")
+    p.add_argument("--root", type=Path, help="where runs and the report go "
+                   "(default docs/results, or outputs/study_quick with --quick)")  # fmt: skip
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), metavar="PART",
+                   help=f"parts to run, of: {', '.join(PARTS)} (default: all)")  # fmt: skip
+    p.add_argument("--threads", type=int, default=None, help="trainer.num_threads of every run")
+    p.add_argument("--list", action="store_true", help="print the plan's items and exit")
+    args = p.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads={args.threads} is not allowed; it must be an integer >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    root = args.root or Path("outputs/study_quick" if args.quick else "docs/results")
+    if args.list:
+        runner = Runner(root, plan, args.threads)
+        best = {m: ov for m in MODELS if (ov := best_overrides(root / f"search/{m}", m))}
+        items = [*reproduction(plan), *(i for m in MODELS for i in search(m, plan)),
+                 *tuned(plan, best), *study_20ep(plan), *t_sweep(plan, best),
+                 *fashion(plan, best)]  # fmt: skip
+        for item in items:
+            state = "done" if runner.done(item) else "todo"
+            print(f"{state}  {item.tag:16s} {item.path}  {' '.join(item.overrides)}")
+        return 0
+    return run_study(root, plan, args.parts, args.threads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

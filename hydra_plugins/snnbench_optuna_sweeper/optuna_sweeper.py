@@ -513,9 +513,7 @@ class OptunaSweeper(Sweeper):
         os.environ[STORAGE_ENV] = self.storage_spec  # inherited by the job processes
         metric = self.config.get("optimized_metric", "best_val_acc")
         self._worker = worker_id()
-        if self.heartbeats:
-            self._fail_stale(study)
-        else:
+        if not self.heartbeats:
             self._fail_dead_local_trials(study)
         log.info(
             "study %r in %s: %d trials so far; this run: up to %d trials, %d at a time%s",
@@ -532,6 +530,7 @@ class OptunaSweeper(Sweeper):
         returns: list[Sequence[JobReturn]] = []
         done, stop_reason = 0, None  # done: new trials this run asked for (not retries)
         while stop_reason is None:
+            self._fail_stale(study)  # lost trials of any worker: failed, retries enqueued
             trials: list[Any] = []
             for _ in range(self.n_jobs):
                 asked = self._ask(study, dists, new=done < self.n_trials)
@@ -542,7 +541,6 @@ class OptunaSweeper(Sweeper):
             if not trials:
                 if self.heartbeats and self.max_trials is not None and self._running(study):
                     # a trial still runs elsewhere: if it is lost, its retry needs a worker
-                    self._fail_stale(study)
                     time.sleep(self._poll_s())
                     continue
                 if self.max_trials is not None and done < self.n_trials:

@@ -298,8 +298,7 @@ class OptunaSweeper(Sweeper):
             proc = t.system_attrs.get(ATTR_JOB) or t.system_attrs.get(ATTR_WORKER)
             alive = worker_alive(proc) if proc else None
             if alive is None:
-                log.warning("trial %d is RUNNING on %s (elsewhere or unknown); left alone",
-                            t.number, proc)  # fmt: skip
+                log.warning("trial %d RUNNING on %s (elsewhere): left alone", t.number, proc)
             elif not alive:
                 error = f"lost: the process running it ({proc}) died"
                 if fail_and_retry(study, t._trial_id, error, self.max_retries, ATTR_ERROR):

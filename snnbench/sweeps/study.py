@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from snnbench.results import BEST_MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE
 from snnbench.sweeps.names import ATTR_DEFINITION
 from snnbench.sweeps.settings import SweepConfigError
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: processes and re-runs of one study).
 STUDY_FREE_KEYS = ("trainer.resume", "trainer.progress", "trainer.num_threads")
 #: What a retried trial copies from the lost trial's run dir to continue from.
-RESUME_FILES = ("checkpoint.pt", "best_model.pt", "metrics.json")
+RESUME_FILES = (CHECKPOINT_FILE, BEST_MODEL_FILE, METRICS_FILE)
 
 
 def study_definition(fixed: Sequence[str], metric: str, direction: str) -> dict[str, Any]:

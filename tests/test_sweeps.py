@@ -320,9 +320,12 @@ def test_killed_sweep_on_a_journal_retries_its_trial_from_the_checkpoint(tmp_pat
         args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until epoch 1 is checkpointed, then kill
-        if (tmp_path / "0" / "checkpoint.pt").exists():
-            break
+    while time.monotonic() < deadline:  # wait until epoch 1 is recorded (and checkpointed)
+        try:
+            if json.loads((tmp_path / "0" / "metrics.json").read_text())["epochs_completed"]:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from conftest import ROOT, TINY, compose_cfg
 from optuna.trial import TrialState
 from sweeping import assert_no_secret, pg_url  # noqa: F401 (pg_url is a fixture)
@@ -107,7 +108,11 @@ def same_as_uninterrupted(record: dict, tmp_path: Path) -> None:
     """The resumed run's metrics equal those of the same config trained in one go."""
     keep = [o for o in record["overrides"] if not o.startswith(("optuna.", "trainer.resume"))]
     cfg = compose_cfg([*keep, "spiking.enabled=false"], tmp_path / "uninterrupted")
-    assert run(cfg) == record["best_val_acc"]
+    threads = torch.get_num_threads()
+    try:
+        assert run(cfg) == record["best_val_acc"]
+    finally:  # the run sets trainer.num_threads for this process
+        torch.set_num_threads(threads)
     ref = json.loads((tmp_path / "uninterrupted" / "metrics.json").read_text())
     for key in ("train_loss", "val_acc", "test_acc"):
         assert [h[key] for h in ref["history"]] == [h[key] for h in record["history"]], key

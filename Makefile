@@ -1,31 +1,56 @@
-# snnbench developer commands. SNNBENCH_DATA defaults to the shared offline MNIST copy.
-PYTHON ?= python
-export SNNBENCH_DATA ?= $(abspath ../shared/data)
+# snnbench commands. `make run` and `make test` set everything up on a fresh machine: outside
+# an active virtualenv they create .venv in this folder and install the project and its dev
+# tools there (again whenever pyproject.toml or setup.py changes); inside one, they install
+# into it. MNIST comes from $SNNBENCH_DATA, the user's cache, or is downloaded there once.
+#   make run ARGS="model=ann debug=quick"     make test PYTEST_ARGS="-m 'not slow'"
+PYTHON ?= python3
+ifdef VIRTUAL_ENV
+VENV := $(VIRTUAL_ENV)
+else
+VENV := .venv
+endif
+PY := $(VENV)/bin/python
+# one stamp per checkout, so an environment shared by several checkouts installs each
+STAMP := $(VENV)/.snnbench-installed-$(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1)
 
-.PHONY: install test test-fast lint format bench study study-quick
+.PHONY: install run test test-fast lint format bench wheel study study-quick
 
-install:
-	$(PYTHON) -m pip install -e ".[dev]"
+install: $(STAMP)
 
-test:
-	$(PYTHON) -m pytest
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 
-test-fast:
-	$(PYTHON) -m pytest -m "not slow"
+$(STAMP): pyproject.toml setup.py | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
 
-lint:
-	$(PYTHON) -m ruff check .
-	$(PYTHON) -m ruff format --check .
+run: $(STAMP)
+	$(PY) -m snnbench $(ARGS)
 
-format:
-	$(PYTHON) -m ruff format .
-	$(PYTHON) -m ruff check --fix .
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench:
-	$(PYTHON) -m snnbench.bench
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-study:
-	$(PYTHON) -m snnbench.study
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
-study-quick:
-	$(PYTHON) -m snnbench.study --quick --root outputs/study_quick
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: $(STAMP)
+	$(PY) -m snnbench.bench $(ARGS)
+
+# the wheel (configs inside: snnbench/conf) into dist/
+wheel: $(STAMP)
+	rm -rf build dist
+	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps -w dist .
+
+study: $(STAMP)
+	$(PY) -m snnbench.study $(ARGS)
+
+study-quick: $(STAMP)
+	$(PY) -m snnbench.study --quick --root outputs/study_quick $(ARGS)

@@ -27,12 +27,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from analysis import figures  # noqa: E402
 from analysis.collect import Collection, NoRunsError, collect  # noqa: E402
 from analysis.tables import MODEL_NAMES, to_markdown  # noqa: E402
+from snnbench.study import MODELS  # noqa: E402
 
 #: What the study reported (test accuracy, 10 epochs), quoted beside our numbers.
 STUDY_REPORTED = {"ann": 98.0, "single_step": 97.0, "temporal": 97.0}
 #: Targets of the tuned recipes (test accuracy %, mean of 3 seeds).
 TUNED_TARGETS = {"ann": 98.3, "single_step": 98.0, "temporal": 98.4}
-MODELS = ("ann", "single_step", "temporal")
 #: Columns of runs.csv besides ``part``.
 CSV_COLUMNS = (
     "run",

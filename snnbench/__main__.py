@@ -1,6 +1,7 @@
-"""Command line: ``python -m snnbench [group=option ...] [key=value ...]`` (Hydra).
+"""Command line: ``snnbench [group=option ...] [key=value ...]`` (also ``python -m snnbench``).
 
-Composes ``conf/config.yaml`` with the overrides and calls :func:`snnbench.training.run`.
+Composes ``config.yaml`` (:func:`snnbench.config.config_dir`) with the overrides and calls
+:func:`snnbench.training.run`; ``--version`` prints the version, ``--help`` the usage.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from snnbench.config import ConfigError, register_configs
+from snnbench import __version__
+from snnbench.config import ConfigError, config_dir, register_configs
 from snnbench.data import DataError
 from snnbench.engine import tune_cpu_allocator
 from snnbench.sweeps.job import optuna_trial_job
 from snnbench.training import TrainingDiverged, run
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_DIR = config_dir()
 
 register_configs()
 
@@ -29,12 +31,12 @@ def _discard_empty_run_dir(run_dir: Path) -> None:
     """Remove a run dir that holds only Hydra's own files (the run never started)."""
     if not run_dir.is_dir():
         return
-    if all(p.name in (".hydra", "__main__.log", "snnbench.log") for p in run_dir.iterdir()):
+    if all(p.name in (".hydra", "snnbench.log") for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def job(cfg: DictConfig) -> float:
     """Run one job; in a single run, bad input ends with a one-line error and exit code 2."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     tune_cpu_allocator()  # keep freed [T, B, N] buffers mapped (no numerical effect)
@@ -54,6 +56,14 @@ def main(cfg: DictConfig) -> float:
             f"snnbench: run failed: {exc} (recorded in {cfg.run_dir}/metrics.json)", file=sys.stderr
         )
         sys.exit(1)
+
+
+def main() -> None:
+    """The ``snnbench`` console script: ``--version``, else the Hydra app."""
+    if "--version" in sys.argv[1:]:
+        print(f"snnbench {__version__}")
+        return
+    job()
 
 
 if __name__ == "__main__":

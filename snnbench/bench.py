@@ -190,7 +190,7 @@ def run_bench(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Time every (device, T, engine) ``repeats`` times, interleaved; return the results."""
-    splits = data_mod.load("mnist", root="data", download=False, val_size=5000)
+    splits = data_mod.load("mnist", download=False, val_size=5000)
     train = splits.train
     results = []
     for dev_name in devices:

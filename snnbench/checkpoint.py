@@ -21,8 +21,16 @@ from omegaconf import DictConfig, OmegaConf
 from snnbench.config import ConfigError
 from snnbench.results import save_torch
 
-#: Config keys that may differ between a checkpoint and the run resuming it.
-RESUME_FREE_KEYS = ("trainer.resume", "trainer.progress", "trainer.num_threads", "run_dir")
+#: Config keys that may differ between a checkpoint and the run resuming it (where the same
+#: MNIST files are found is not part of the run).
+RESUME_FREE_KEYS = (
+    "trainer.resume",
+    "trainer.progress",
+    "trainer.num_threads",
+    "run_dir",
+    "dataset.root",
+    "dataset.download",
+)
 #: Key prefixes free on resume: what is computed after training, and which Optuna trial
 #: reports (a retried trial continues the lost one's run).
 RESUME_FREE_PREFIXES = ("spiking.", "optuna.")

@@ -1,4 +1,5 @@
-"""Config schemas (dataclasses registered in Hydra's ConfigStore) and value validation.
+"""Config schemas (dataclasses registered in Hydra's ConfigStore), value validation, and
+where the YAML configs live (:func:`config_dir`).
 
 Types and key names are checked by Hydra when a config is composed (each group's YAML
 extends its ``<group>_schema``); ranges and choices are checked by :func:`validate`,
@@ -8,6 +9,7 @@ which raises :class:`ConfigError` with a one-line message naming the key.
 # NB: no ``from __future__ import annotations`` here: OmegaConf needs real type objects.
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -68,7 +70,7 @@ class OptimizerConfig:
 @dataclass
 class DatasetConfig:
     name: str = "mnist"  # mnist | fashion_mnist
-    root: str = "data"
+    root: str | None = None  # None: $SNNBENCH_DATA, then the user's cache (data.cache_dir)
     download: bool = True
     val_size: int = 5000  # seeded hold-out from the training set
     split_seed: int = 0  # seed of the train/validation split (fixed across trainer.seed)
@@ -290,3 +292,16 @@ def resolve_device(spec: str) -> torch.device:
             )
         return torch.device(spec)
     raise ConfigError(f"trainer.device={spec!r} is not allowed; choose auto, cpu, cuda or cuda:N")
+
+
+def config_dir() -> str:
+    """The folder holding ``config.yaml`` and the groups' YAMLs.
+
+    An installed wheel ships them inside the package (``snnbench/conf``); in a checkout
+    (``pip install -e``) they are the repository's top-level ``conf/``, the folder to edit.
+    """
+    package = Path(__file__).resolve().parent
+    for folder in (package / "conf", package.parent / "conf"):
+        if (folder / "config.yaml").is_file():
+            return str(folder)
+    raise FileNotFoundError(f"config.yaml not found in {package / 'conf'} or {package.parent}")

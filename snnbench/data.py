@@ -1,18 +1,24 @@
 """MNIST / Fashion-MNIST from IDX files into memory as uint8 tensors, split and batched.
 
-Files are looked up in ``dataset.root``, then ``$SNNBENCH_DATA``, then (Fashion-MNIST)
-Debian's ``/usr/share/datasets/fashion-mnist``; each place may hold them directly or in
-torchvision's ``<Name>/raw/`` layout, gzip'ed or not. When none has them and
-``dataset.download`` is true, torchvision downloads into ``dataset.root``.
+Files are looked up in ``dataset.root`` (when set), ``$SNNBENCH_DATA``, the user's data
+cache (:func:`cache_dir`), then (Fashion-MNIST) Debian's ``/usr/share/datasets/fashion-mnist``;
+each place may hold them directly or in torchvision's ``<Name>/raw/`` layout, gzip'ed or
+not. When none has them and ``dataset.download`` is true, they are downloaded from
+torchvision's mirrors (checked against its MD5 sums) into ``dataset.root``, or the cache
+when ``root`` is null.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import http.client
+import logging
 import os
 import shutil
-import socket
 import struct
+import urllib.error
+import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +35,8 @@ _TV_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 _SYSTEM_DIRS = {"fashion_mnist": ["/usr/share/datasets/fashion-mnist"], "mnist": []}
 _MAGIC = {2049: 1, 2051: 3}  # labels: 1 dim; images: 3 dims
 DOWNLOAD_TIMEOUT_S = 30.0  # per network operation while downloading
+
+log = logging.getLogger("snnbench")
 
 
 class DataError(RuntimeError):
@@ -88,16 +96,37 @@ def read_idx(path: Path) -> torch.Tensor:
     return data.reshape(dims)
 
 
-def _candidate_dirs(name: str, root: str) -> list[Path]:
-    bases = [Path(root)]
+def cache_dir() -> Path:
+    """The default data folder: ``$XDG_CACHE_HOME/snnbench``, else ``~/.cache/snnbench``.
+
+    Independent of the working directory, so runs, sweeps, tests and the analysis started
+    anywhere share one download.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "snnbench"
+
+
+def download_dir(name: str, root: str | None) -> Path:
+    """Where a download of dataset ``name`` goes: ``<root or cache>/<Name>/raw``."""
+    return (Path(root).expanduser() if root else cache_dir()) / _TV_FOLDER[name] / "raw"
+
+
+def _candidate_dirs(name: str, root: str | None) -> list[Path]:
+    bases = [Path(root).expanduser()] if root else []
     env = os.environ.get("SNNBENCH_DATA")
     if env:
-        bases.append(Path(env))
+        bases.append(Path(env).expanduser())
+    bases.append(cache_dir())
     dirs: list[Path] = []
     for base in bases:
         dirs += [base / _TV_FOLDER[name] / "raw", base]
     dirs += [Path(p) for p in _SYSTEM_DIRS[name]]
-    return dirs
+    unique: list[Path] = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
 
 
 def _find_in(folder: Path) -> dict[str, Path] | None:
@@ -112,56 +141,133 @@ def _find_in(folder: Path) -> dict[str, Path] | None:
     return found
 
 
-def locate(name: str, root: str, download: bool) -> dict[str, Path]:
-    """Return the four IDX files of dataset ``name``, downloading them if allowed."""
+def _check_name(name: str) -> None:
     if name not in _TV_FOLDER:
         raise DataError(
             f"dataset.name={name!r} is not known; choose one of {', '.join(_TV_FOLDER)}"
         )
+
+
+def locate(name: str, root: str | None, download: bool) -> dict[str, Path]:
+    """Return the four IDX files of dataset ``name``, downloading them if allowed."""
+    _check_name(name)
     searched = _candidate_dirs(name, root)
     for folder in searched:
         found = _find_in(folder)
         if found:
             return found
-    if download:
-        _download(name, root)
-        found = _find_in(Path(root) / _TV_FOLDER[name] / "raw")
-        if found:
-            return found
     where = ", ".join(str(p) for p in searched)
-    hint = "" if download else " or set dataset.download=true"
-    raise DataError(
-        f"{name} files ({FILES['train_images']}[.gz] ...) not found in {where}; set "
-        f"dataset.root or SNNBENCH_DATA to a folder holding them{hint}"
-    )
+    missing = f"{name} files ({FILES['train_images']}[.gz] ...) not found in {where}"
+    if not download:
+        raise DataError(
+            f"{missing}; set dataset.root or SNNBENCH_DATA to a folder holding them "
+            "or set dataset.download=true"
+        )
+    return fetch(name, download_dir(name, root), context=missing)
 
 
-def _download(name: str, root: str) -> None:
+def _mirrors(name: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """torchvision's mirror URLs and ``(file name, md5)`` list for dataset ``name``."""
     import torchvision  # imported lazily: only needed for downloading
 
     cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST}
-    created = [p for p in (Path(root), Path(root) / _TV_FOLDER[name]) if not p.exists()]
-    old_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # an offline machine may hang, not refuse
+    return list(cls[name].mirrors), list(cls[name].resources)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch_file(urls: list[str], md5: str, dest: Path) -> None:
+    """Download ``dest`` from the first of ``urls`` that serves it with checksum ``md5``.
+
+    Bytes go to a ``.part`` file renamed into place only once complete and verified, so an
+    interrupted download never leaves a file that would be read as data.
+    """
+    part = dest.with_name(f"{dest.name}.part{os.getpid()}")
+    errors = []
+    for url in urls:
+        try:
+            req = urllib.request.Request(url, headers={"User-Agent": "snnbench"})
+            with urllib.request.urlopen(req, timeout=DOWNLOAD_TIMEOUT_S) as resp:
+                with part.open("wb") as out:
+                    shutil.copyfileobj(resp, out, 1 << 20)
+            got = _md5(part)
+            if got != md5:
+                errors.append(f"{url}: checksum {got}, expected {md5} (incomplete or altered)")
+                continue
+            os.replace(part, dest)
+            return
+        except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            errors.append(f"{url}: {first}")
+        finally:
+            part.unlink(missing_ok=True)
+    more = f"; {len(errors) - 1} other mirror(s) failed too" if len(errors) > 1 else ""
+    raise DataError(f"{errors[0]}{more}")
+
+
+def fetch(
+    name: str, target: Path, context: str = "", only: tuple[str, ...] = ()
+) -> dict[str, Path]:
+    """Download the IDX files of ``name`` that ``target`` lacks (or those in ``only``).
+
+    Files already in ``target`` under their final names were verified when downloaded and
+    are kept. Raises :class:`DataError` (one line: what was searched, what failed, the
+    remedy) when a file cannot be fetched.
+    """
+    _check_name(name)
+    mirrors, resources = _mirrors(name)
+    created = [p for p in (target.parent.parent, target.parent, target) if not p.exists()]
+    target.mkdir(parents=True, exist_ok=True)
     try:
-        for train in (True, False):
-            cls[name](root, train=train, download=True)
-    except Exception as exc:  # network errors come in many types
-        # leave nothing half-written: remove the folders this attempt created
-        if created:
-            shutil.rmtree(created[0], ignore_errors=True)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        for filename, md5 in resources:
+            dest = target / filename
+            if dest.is_file() and filename not in only:
+                continue
+            log.info("downloading %s into %s", filename, target)
+            _fetch_file([m + filename for m in mirrors], md5, dest)
+    except DataError as exc:
+        for folder in reversed(created):  # leave no empty folders behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        head = f"{context}, and " if context else ""
         raise DataError(
-            f"downloading {name} into {root} failed ({first}); without internet, set "
-            "dataset.root or SNNBENCH_DATA to a folder holding the IDX files"
+            f"{head}downloading them into {target} failed ({exc}); without internet, put "
+            f"{', '.join(f for f, _ in resources)} in {target}, or set SNNBENCH_DATA "
+            "(or dataset.root) to a folder holding them"
         ) from None
-    finally:
-        socket.setdefaulttimeout(old_timeout)
+    found = _find_in(target)
+    if not found:  # the mirrors' list names other files than ours
+        raise DataError(f"downloaded {name} into {target}, but {FILES} are not all there")
+    return found
+
+
+def _read_all(name: str, files: dict[str, Path], refetch_in: Path | None) -> dict:
+    """Read the four files; a damaged one inside ``refetch_in`` is downloaded again once."""
+    tensors = {}
+    for key, path in files.items():
+        try:
+            tensors[key] = read_idx(path)
+        except DataError:
+            if refetch_in is None or path.parent != refetch_in:
+                raise
+            log.warning("%s is damaged (an interrupted download?); fetching it again", path)
+            path.unlink()
+            gz = f"{FILES[key]}.gz"
+            tensors[key] = read_idx(fetch(name, refetch_in, only=(gz,))[key])
+    return tensors
 
 
 def load(
     name: str = "mnist",
-    root: str = "data",
+    root: str | None = None,
     download: bool = True,
     val_size: int = 5000,
     split_seed: int = 0,
@@ -171,10 +277,11 @@ def load(
     """Load a dataset into memory and split a seeded validation set off the training set.
 
     ``train_subset`` keeps the first N training images after the split; ``eval_subset`` the
-    first N validation and test images.
+    first N validation and test images. ``root`` None: ``$SNNBENCH_DATA``, then the cache.
+    A damaged file in the download folder is fetched again when ``download`` is true.
     """
     files = locate(name, root, download)
-    tensors = {key: read_idx(path) for key, path in files.items()}
+    tensors = _read_all(name, files, download_dir(name, root) if download else None)
     for part in ("train", "test"):
         n_img, n_lab = len(tensors[f"{part}_images"]), len(tensors[f"{part}_labels"])
         if n_img != n_lab:

@@ -36,8 +36,6 @@ from typing import Any
 from snnbench.record import now
 from snnbench.results import METRICS_FILE, read_json, versions, write_json
 
-#: The study's reference accuracies (test, 10 epochs), quoted by the report.
-STUDY_REFERENCE = {"ann": 0.98, "single_step": 0.97, "temporal": 0.97}
 MODELS = ("ann", "single_step", "temporal")
 #: ``--parts`` in execution order.
 PARTS = (

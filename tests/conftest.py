@@ -1,8 +1,12 @@
-"""Shared fixtures: composed configs pointed at a temporary run dir and the offline data."""
+"""Shared fixtures: composed configs pointed at a temporary run dir; MNIST provisioned once.
+
+Before any test runs, MNIST must be where runs look for it (``$SNNBENCH_DATA``, the user's
+cache); if it is in neither, it is downloaded into the cache once. Offline with no copy,
+the session stops there with one line saying where to put the files.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,14 +14,22 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from snnbench.config import register_configs
+from snnbench import data
+from snnbench.config import config_dir, register_configs
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = str(ROOT / "conf")
+CONFIG_DIR = config_dir()
 
-# Tests read MNIST from the shared offline copy unless the caller points elsewhere.
-os.environ.setdefault("SNNBENCH_DATA", str(ROOT.parent / "shared" / "data"))
 register_configs()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Find MNIST (or download it into the cache) once; stop the session if impossible."""
+    try:
+        data.locate("mnist", root=None, download=True)
+    except data.DataError as exc:
+        raise pytest.UsageError(f"snnbench tests need MNIST: {exc}") from None
+
 
 #: Overrides that make any run tiny: a few hundred images, no progress bar, no download.
 TINY = [
@@ -45,3 +57,18 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_cfg([*(TINY if tiny else []), *overrides], run_dir or tmp_path / "run")
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def mnist_files() -> dict[str, Path]:
+    """The four MNIST IDX files this session reads (found before any test hides them)."""
+    return data.locate("mnist", root=None, download=False)
+
+
+@pytest.fixture
+def no_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No MNIST anywhere: ``$SNNBENCH_DATA`` unset, the cache an empty folder (returned)."""
+    monkeypatch.delenv("SNNBENCH_DATA", raising=False)
+    cache_home = tmp_path / "cache-home"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
+    return cache_home / "snnbench"

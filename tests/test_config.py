@@ -138,17 +138,13 @@ def test_cli_bad_input_one_line_no_output_left(tmp_path, override):
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_missing_data_names_the_file(tmp_path):
-    env_backup = os.environ.pop("SNNBENCH_DATA")
-    try:
-        res = _cli(
-            "dataset.download=false",
-            f"dataset.root={tmp_path / 'nothing'}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            cwd=tmp_path,
-        )
-    finally:
-        os.environ["SNNBENCH_DATA"] = env_backup
+def test_cli_missing_data_names_the_file(tmp_path, no_data):
+    res = _cli(
+        "dataset.download=false",
+        f"dataset.root={tmp_path / 'nothing'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
     assert res.returncode == 2
     assert "train-images-idx3-ubyte" in res.stderr and "SNNBENCH_DATA" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 from pathlib import Path
 
@@ -40,66 +39,63 @@ def test_subsets():
     assert (len(s.train), len(s.val), len(s.test)) == (300, 50, 50)
 
 
-def _copy_raw(tmp_path: Path) -> Path:
-    src = Path(os.environ["SNNBENCH_DATA"]) / "MNIST" / "raw"
+def _copy_raw(tmp_path: Path, files: dict[str, Path]) -> Path:
+    """Copy the four gzip'ed IDX files into ``tmp_path/MNIST/raw``."""
     dst = tmp_path / "MNIST" / "raw"
     dst.mkdir(parents=True)
-    for f in src.glob("*.gz"):
-        shutil.copy(f, dst / f.name)
+    for key, f in files.items():
+        if f.suffix == ".gz":
+            shutil.copy(f, dst / f.name)
+        else:
+            (dst / f"{data.FILES[key]}.gz").write_bytes(gzip.compress(f.read_bytes()))
     return dst
 
 
-def test_uncompressed_files_in_root(tmp_path, monkeypatch):
-    dst = _copy_raw(tmp_path)
+def test_uncompressed_files_in_root(tmp_path, mnist_files, no_data):
+    dst = _copy_raw(tmp_path, mnist_files)
     for f in list(dst.glob("*.gz")):
         (dst / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
         f.unlink()
-    monkeypatch.delenv("SNNBENCH_DATA")
     s = data.load("mnist", root=str(tmp_path), download=False)
     assert s.source == str(dst) and len(s.test) == 10000
 
 
-def test_truncated_file_is_named(tmp_path, monkeypatch):
-    dst = _copy_raw(tmp_path)
+def test_truncated_file_is_named(tmp_path, mnist_files, no_data):
+    dst = _copy_raw(tmp_path, mnist_files)
     f = dst / "t10k-images-idx3-ubyte.gz"
     f.write_bytes(f.read_bytes()[:5000])
-    monkeypatch.delenv("SNNBENCH_DATA")
     with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz.*truncated or corrupt"):
         data.load("mnist", root=str(tmp_path), download=False)
 
 
-def test_short_payload_is_named(tmp_path, monkeypatch):
-    dst = _copy_raw(tmp_path)
+def test_short_payload_is_named(tmp_path, mnist_files, no_data):
+    dst = _copy_raw(tmp_path, mnist_files)
     f = dst / "t10k-labels-idx1-ubyte.gz"
     f.write_bytes(gzip.compress(gzip.decompress(f.read_bytes())[:-10]))
-    monkeypatch.delenv("SNNBENCH_DATA")
     with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte.gz: expected 10000"):
         data.load("mnist", root=str(tmp_path), download=False)
 
 
 @pytest.mark.parametrize("keep", [12, 0])
-def test_header_cut_short_is_named(tmp_path, monkeypatch, keep):
-    dst = _copy_raw(tmp_path)
+def test_header_cut_short_is_named(tmp_path, mnist_files, no_data, keep):
+    dst = _copy_raw(tmp_path, mnist_files)
     f = dst / "train-images-idx3-ubyte.gz"
     f.write_bytes(gzip.compress(gzip.decompress(f.read_bytes())[:keep]))
-    monkeypatch.delenv("SNNBENCH_DATA")
     with pytest.raises(data.DataError, match="train-images-idx3-ubyte.gz: truncated IDX header"):
         data.load("mnist", root=str(tmp_path), download=False)
 
 
-def test_labels_out_of_range_are_named(tmp_path, monkeypatch):
-    dst = _copy_raw(tmp_path)
+def test_labels_out_of_range_are_named(tmp_path, mnist_files, no_data):
+    dst = _copy_raw(tmp_path, mnist_files)
     f = dst / "t10k-labels-idx1-ubyte.gz"
     raw = bytearray(gzip.decompress(f.read_bytes()))
     raw[8] = 42
     f.write_bytes(gzip.compress(bytes(raw)))
-    monkeypatch.delenv("SNNBENCH_DATA")
     with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte.gz: labels outside 0..9"):
         data.load("mnist", root=str(tmp_path), download=False)
 
 
-def test_missing_files_name_places_and_remedy(tmp_path, monkeypatch):
-    monkeypatch.delenv("SNNBENCH_DATA")
+def test_missing_files_name_places_and_remedy(tmp_path, no_data):
     with pytest.raises(data.DataError, match="not found in .*dataset.download=true"):
         data.load("mnist", root=str(tmp_path), download=False)
 
@@ -112,3 +108,12 @@ def test_batches_cover_split_once(mnist):
     labels = torch.cat([y for _, y in shuffled])
     assert sorted(labels.tolist()) == sorted(split.labels.tolist())
     assert not torch.equal(labels, split.labels)
+
+
+def test_resume_accepts_data_found_elsewhere(make_cfg, tmp_path):
+    """Where the same files are found (dataset.root, download) is not part of a run."""
+    from snnbench.training import run
+
+    run(make_cfg("model=ann"))
+    run(make_cfg("model=ann", f"dataset.root={tmp_path / 'none'}", "dataset.download=true",
+                 "trainer.resume=true"))  # fmt: skip

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from snnbench.checkpoint import RESUME_FREE_KEYS
 from snnbench.results import BEST_MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE
 from snnbench.sweeps.names import ATTR_DEFINITION
 from snnbench.sweeps.settings import SweepConfigError
@@ -20,8 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
 #: Fixed overrides that do not change what a trial computes (free to differ between the
-#: processes and re-runs of one study).
-STUDY_FREE_KEYS = ("trainer.resume", "trainer.progress", "trainer.num_threads")
+#: processes and re-runs of one study): those a resumed run may change.
+STUDY_FREE_KEYS = RESUME_FREE_KEYS
 #: What a retried trial copies from the lost trial's run dir to continue from.
 RESUME_FILES = (CHECKPOINT_FILE, BEST_MODEL_FILE, METRICS_FILE)
 

@@ -28,6 +28,7 @@ from snnbench import data as data_mod
 from snnbench.config import resolve_device, validate
 from snnbench.evaluation import EVAL_SEED_OFFSET, evaluate, logits_of
 from snnbench.inputs import Batcher
+from snnbench.loggers import open_loggers
 from snnbench.metrics import spiking_metrics
 from snnbench.models import build_model, count_parameters
 from snnbench.optim import build_optimizer
@@ -113,6 +114,7 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
     unless it is an ``optuna.TrialPruned`` (recorded as ``pruned``).
     """
     validate(cfg)
+    trackers = open_loggers(cfg)  # experiment trackers (cfg.logger); none by default
     run_dir = Path(cfg.run_dir)
     device = resolve_device(cfg.trainer.device)
     if cfg.trainer.num_threads:
@@ -141,6 +143,7 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
     metrics_path = run_dir / METRICS_FILE
     write_json(metrics_path, record)
     batcher = Batcher(cfg)
+    trackers.start(cfg, run_dir)
     try:
         for epoch in range(state.start_epoch, cfg.trainer.epochs + 1):
             _run_epoch(cfg, state, splits, batcher, device, epoch, record)
@@ -148,17 +151,20 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
             if record["best_epoch"] == epoch:  # after the checkpoint that names it
                 save_torch(run_dir / BEST_MODEL_FILE, state.best_state)
             write_json(metrics_path, record)
+            trackers.log_epoch(record["history"][-1])
             if on_epoch is not None:
                 on_epoch(epoch, record)
         _finish(cfg, state, splits, batcher, record)
         record["status"] = "completed"
         record["finished_at"] = now()
         write_json(metrics_path, record)
+        trackers.finish(record)
     except BaseException as exc:
         record["status"] = end_status(exc)
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["finished_at"] = now()
         write_json(metrics_path, record)
+        trackers.finish(record)
         raise
     return objective(cfg, record)
 

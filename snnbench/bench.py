@@ -1,5 +1,6 @@
 """Benchmark: ms per training step of the temporal SNN with the snnTorch loop, the fused
-engine and the GEMM floor; saved-for-backward memory; data + encoding share of an epoch.
+engine (dense and event input) and the GEMM floor; saved-for-backward memory; data +
+encoding share of an epoch; layer 1 dense vs events and the parts of the events step.
 
 ``python -m snnbench.bench [--steps 25 100] [--repeats 7] [--devices cpu cuda]
 [--batch-size 128] [--json bench_results/bench.json]``
@@ -11,15 +12,22 @@ One training step = encode a batch of uint8 MNIST images + forward + backward + 
   float copy) and a Python loop over T calling ``snn.Leaky`` (``model.engine=snntorch``);
 * ``fused``: :func:`snnbench.encoding.rate` and ``model.engine=fused`` (each Linear once over
   ``[T*B, in]``, the LIF recurrence as one autograd node per layer);
+* ``events``: :func:`snnbench.encoding.rate_events` (the same spikes as events) and the fused
+  engine with event input for layer 1 (``model.event_input``; CPU, needs numba);
 * ``gemm``: the floor — the three Linears fwd+bwd as one matmul each over all ``T*B`` rows,
   no neurons, input already encoded (its ``encode_ms`` is 0).
 
 Each repeat times every (T, engine) once, interleaved, in one process; the table shows
-medians. ``saved_mb`` is the memory autograd holds for backward after the forward pass
+medians. On the CPU each repeat also times layer 1 alone (``[T*B, 784] x [784, 256]``
+forward and weight gradient, dense vs events) and the parts of the events step: the
+encoder's random draws, the neuron recurrences (forward + backward, all layers) and layers
+2-3 (forward + backward GEMMs) — where the time of a step goes.
+
+``saved_mb`` is the memory autograd holds for backward after the forward pass
 (unique storages of the tensors saved via ``torch.autograd.graph.saved_tensors_hooks``,
 parameters included) — the part of peak training memory that grows with T; on CUDA
 ``peak_mb`` is ``torch.cuda.max_memory_allocated`` during one step. The data share is
-(batch slicing + encoding) / (slicing + encoding + step) for the fused engine, i.e. the
+(batch slicing + encoding) / (slicing + encoding + step) for the fused and events cases, i.e. the
 fraction of a training epoch (evaluation excluded) spent producing inputs.
 """
 
@@ -39,15 +47,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnbench import data as data_mod
-from snnbench.encoding import rate, to_unit
-from snnbench.engine import tune_cpu_allocator
+from snnbench import events
+from snnbench.encoding import rate, rate_draws, rate_events, to_unit
+from snnbench.engine import neuron_sequence, tune_cpu_allocator
 from snnbench.evaluation import logits_of
 from snnbench.models import SpikingMLP
 from snnbench.neurons import LIFParams
 from snnbench.results import write_json
 
 SIZES = [784, 256, 128, 10]
-ENGINES = ("snntorch", "fused", "gemm")
+ENGINES = ("snntorch", "fused", "events", "gemm")
 
 
 class GemmFloor(nn.Module):
@@ -79,7 +88,9 @@ class Case:
         if engine == "gemm":
             self.model: nn.Module = GemmFloor(SIZES)
         else:
-            self.model = SpikingMLP(SIZES, LIFParams(), engine=engine)
+            self.model = SpikingMLP(
+                SIZES, LIFParams(), engine="snntorch" if engine == "snntorch" else "fused"
+            )
         self.model.to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-4)
         self.gen = torch.Generator(device=device).manual_seed(seed + 1)
@@ -91,6 +102,8 @@ class Case:
             from snntorch import spikegen
 
             return spikegen.rate(to_unit(images), num_steps=self.T)
+        if self.engine == "events":
+            return rate_events(images, self.T, generator=self.gen)
         return rate(images, self.T, generator=self.gen)
 
     def step(self, x: torch.Tensor, labels: torch.Tensor) -> None:
@@ -137,6 +150,73 @@ class Case:
         self.step(x, labels)
         _sync(self.device)
         return torch.cuda.max_memory_allocated(self.device) - base
+
+
+#: What :class:`Parts` times (ms, per training step of one batch).
+PARTS = (
+    "l1_fwd_dense",
+    "l1_fwd_events",
+    "l1_wgrad_dense",
+    "l1_wgrad_events",
+    "rng",
+    "events_from_draws",
+    "neurons_fwd_bwd",
+    "layers23_fwd_bwd",
+)
+
+
+class Parts:
+    """Layer 1 alone, dense vs events, and the other parts of the events step, at one T (CPU).
+
+    l1_*: ``[T*B, 784] x [784, 256]`` forward (with bias) and weight + bias gradient, as
+    ``nn.Linear``/autograd computes them dense and as the event kernels do; rng: the rate
+    encoder's random draws (shared by both encoders); events_from_draws: turning them into
+    events; neurons_fwd_bwd: the three LIF recurrences forward + backward; layers23_fwd_bwd:
+    the Linears 256-128-10 forward + backward over ``[T*B, 256]`` spikes.
+    """
+
+    def __init__(self, T: int, seed: int = 0):
+        torch.manual_seed(seed)
+        self.T = T
+        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(SIZES[:-1], SIZES[1:]))
+        self.gen = torch.Generator().manual_seed(seed + 1)
+        self.ms: dict[str, list[float]] = {k: [] for k in PARTS}
+
+    def timed(self, images: torch.Tensor) -> None:
+        T, B = self.T, images.shape[0]
+        fc1, fc2, fc3 = self.fcs
+        w, b = fc1.weight.detach(), fc1.bias.detach()
+        clock = [time.perf_counter()]
+
+        def lap(key: str) -> None:
+            clock.append(time.perf_counter())
+            self.ms[key].append((clock[-1] - clock[-2]) * 1e3)
+
+        r, k1 = rate_draws(images, T, 1.0, self.gen)
+        lap("rng")
+        ev = events.rate_events(r, k1)
+        lap("events_from_draws")
+        x = torch.le(r, k1, out=torch.empty(r.shape)).reshape(T * B, -1)
+        g = torch.randn(T * B, w.shape[0])
+        clock.append(time.perf_counter())
+        F.linear(x, w, b)
+        lap("l1_fwd_dense")
+        events.event_forward(ev, w, b)
+        lap("l1_fwd_events")
+        torch.mm(g.t(), x), g.sum(0)
+        lap("l1_wgrad_dense")
+        events.event_weight_grad(ev, g), g.sum(0)
+        lap("l1_wgrad_events")
+        currents = [torch.randn(T, B, n, requires_grad=True) for n in SIZES[1:]]
+        clock.append(time.perf_counter())
+        for cur in currents:
+            spk, mem = neuron_sequence("leaky", cur, LIFParams())
+            (spk.sum() + mem.sum()).backward()
+        lap("neurons_fwd_bwd")
+        h = (torch.rand(T * B, SIZES[1]) < 0.4).float().requires_grad_(True)
+        clock.append(time.perf_counter())
+        fc3(fc2(h)).sum().backward()
+        lap("layers23_fwd_bwd")
 
 
 def machine() -> dict:
@@ -193,23 +273,34 @@ def run_bench(
     splits = data_mod.load("mnist", download=False, val_size=5000)
     train = splits.train
     results = []
+    parts_out: list[dict] = []
     for dev_name in devices:
         device = torch.device(dev_name)
         split = train.to(device)
         batches = data_mod.batches(split, batch_size, torch.Generator().manual_seed(0))
         batches = [b for b in batches if b[1].shape[0] == batch_size]
-        cases = [Case(e, T, device) for T in steps for e in engines]
+        use = [e for e in engines if e != "events" or (device.type == "cpu" and events.available())]
+        if len(use) < len(engines):
+            log(f"[{dev_name}] no events case (needs the CPU and numba)")
+        cases = [Case(e, T, device) for T in steps for e in use]
+        parts = [Parts(T) for T in steps] if "events" in use else []
         log(f"[{dev_name}] warm-up ...")
         for case in cases:
             for i in range(warmup):
                 case.step(case.encode(batches[i][0]), batches[i][1])
             case.encode_ms.clear()
             case.step_ms.clear()
+        for part in parts:
+            for i in range(warmup):
+                part.timed(batches[i][0])
+            part.ms = {k: [] for k in PARTS}
         for r in range(repeats):
             log(f"[{dev_name}] repeat {r + 1}/{repeats}")
             images, labels = batches[(warmup + r) % len(batches)]
             for case in cases:
                 case.timed(images, labels)
+            for part in parts:
+                part.timed(images)
         data_ms = data_ms_per_batch(split, batch_size)
         images, labels = batches[0]
         for case in cases:
@@ -233,7 +324,11 @@ def run_bench(
                     ),
                 }
             )
-    return {"results": results, "ratios": ratios(results)}
+        for part in parts:
+            row = {"device": dev_name, "T": part.T}
+            row.update({f"{k}_ms": _median(v) for k, v in part.ms.items()})
+            parts_out.append(row)
+    return {"results": results, "ratios": ratios(results), "parts": parts_out}
 
 
 def ratios(results: list[dict]) -> list[dict]:
@@ -244,6 +339,7 @@ def ratios(results: list[dict]) -> list[dict]:
         by = {r["engine"]: r for r in results if r["device"] == dev and r["T"] == T}
         row: dict = {"device": dev, "T": T}
         f, s, g = by.get("fused"), by.get("snntorch"), by.get("gemm")
+        e = by.get("events")
         if f and s:
             row["speedup_total"] = s["total_ms"] / f["total_ms"]
             row["speedup_model"] = s["step_ms"] / f["step_ms"]
@@ -253,6 +349,16 @@ def ratios(results: list[dict]) -> list[dict]:
         if f:
             inputs = f["data_ms"] + f["encode_ms"]
             row["data_encoding_share"] = inputs / (inputs + f["step_ms"])
+        if e and s:
+            row["events_speedup_total"] = s["total_ms"] / e["total_ms"]
+        if e and g:
+            row["events_over_gemm"] = e["step_ms"] / g["step_ms"]
+        if e and f:
+            row["events_memory_over_fused"] = e["saved_mb"] / f["saved_mb"]
+            row["events_speedup_over_fused"] = f["total_ms"] / e["total_ms"]
+        if e:
+            inputs = e["data_ms"] + e["encode_ms"]
+            row["events_data_encoding_share"] = inputs / (inputs + e["step_ms"])
         out.append(row)
     return out
 
@@ -286,6 +392,37 @@ def table(report: dict) -> str:
             f"{fmt(q.get('speedup_model'), '.1f')}x | {fmt(q.get('fused_over_gemm'), '.2f')}x | "
             f"{fmt(q.get('memory_ratio'), '.2f')} | {fmt(q.get('data_encoding_share'), '.1%')} |"
         )
+    if any("events_over_gemm" in q for q in report["ratios"]):
+        lines += [
+            "",
+            "| device | T | events / GEMM floor | snnTorch / events (with encoding) | "
+            "fused / events (with encoding) | events memory / fused | data + encoding share |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for q in report["ratios"]:
+            lines.append(
+                f"| {q['device']} | {q['T']} | {fmt(q.get('events_over_gemm'), '.2f')}x | "
+                f"{fmt(q.get('events_speedup_total'), '.1f')}x | "
+                f"{fmt(q.get('events_speedup_over_fused'), '.2f')}x | "
+                f"{fmt(q.get('events_memory_over_fused'), '.2f')} | "
+                f"{fmt(q.get('events_data_encoding_share'), '.1%')} |"
+            )
+    if report.get("parts"):
+        lines += [
+            "",
+            "| device | T | layer-1 fwd dense / events ms | layer-1 weight grad dense / events "
+            "ms | random draws ms | events from draws ms | neurons fwd+bwd ms "
+            "| layers 2-3 fwd+bwd ms |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for p in report["parts"]:
+            lines.append(
+                f"| {p['device']} | {p['T']} | {p['l1_fwd_dense_ms']:.1f} / "
+                f"{p['l1_fwd_events_ms']:.1f} | {p['l1_wgrad_dense_ms']:.1f} / "
+                f"{p['l1_wgrad_events_ms']:.1f} | {p['rng_ms']:.1f} | "
+                f"{p['events_from_draws_ms']:.1f} | {p['neurons_fwd_bwd_ms']:.1f} | "
+                f"{p['layers23_fwd_bwd_ms']:.1f} |"
+            )
     return "\n".join(lines)
 
 
@@ -334,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     allocator_tuned = False if args.no_tune_allocator else tune_cpu_allocator()
+    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     try:
         report = run_bench(
             args.steps, args.repeats, devices, args.batch_size, args.engines, args.warmup
@@ -342,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"snnbench.bench: error: {exc}", file=sys.stderr)
         return 2
     report["machine"] = machine()
+    report["machine"]["load_avg_at_start"] = load_at_start
     report["settings"] = {
         "sizes": SIZES,
         "batch_size": args.batch_size,
@@ -353,9 +492,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(table(report))
     m = report["machine"]
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    m["load_avg_at_end"] = load
     print(
         f"\nmachine: {m['cpu']}, {m['logical_cpus']} CPUs, torch {m['torch']} "
-        f"({m['torch_threads']} threads), cuda: {m['cuda']}"
+        f"({m['torch_threads']} threads), cuda: {m['cuda']}; load average at start "
+        f"{m['load_avg_at_start']}, at end {load}"
     )
     out = Path(args.json)
     write_json(out, report)

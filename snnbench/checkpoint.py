@@ -30,10 +30,12 @@ RESUME_FREE_KEYS = (
     "run_dir",
     "dataset.root",
     "dataset.download",
+    "model.event_input",  # how layer 1 is executed (events or dense): the same model
+    "tag",  # a label
 )
-#: Key prefixes free on resume: what is computed after training, and which Optuna trial
-#: reports (a retried trial continues the lost one's run).
-RESUME_FREE_PREFIXES = ("spiking.", "optuna.")
+#: Key prefixes free on resume, too: what is computed after training, experiment trackers,
+#: and which Optuna trial reports (a retried trial continues the lost one's run).
+RESUME_FREE_PREFIXES = ("spiking.", "logger.", "optuna.")
 
 StateDict = dict[str, torch.Tensor]
 

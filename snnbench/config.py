@@ -16,6 +16,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
+from snnbench.events import SPIKE_ENCODINGS
+
 
 class ConfigError(ValueError):
     """A composed config holds a value that is not allowed (message names the key)."""
@@ -28,6 +30,7 @@ class ModelConfig:
     num_steps: int | None = 100  # T; None for the ANN
     readout: str = "mean_mem"  # mean_mem | spike_count (SNNs)
     engine: str = "fused"  # fused | snntorch (SNNs)
+    event_input: str = "auto"  # auto | on | off: layer 1 fed spike events (CPU, fused engine)
     lr: float = 1e-4  # the study's learning rate for this model (optimizer.lr's default)
 
 
@@ -106,6 +109,7 @@ RESETS = ("subtract", "zero", "none")
 SURROGATES = ("atan", "fast_sigmoid", "sigmoid")
 READOUTS = ("mean_mem", "spike_count")
 ENGINES = ("fused", "snntorch")
+EVENT_INPUT = ("auto", "on", "off")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step")
 DATASETS = ("mnist", "fashion_mnist")
@@ -212,6 +216,15 @@ def validate(cfg: DictConfig) -> None:
             n.slope is None or (_finite(n.slope) and n.slope > 0),
             "null (the surrogate's default) or a number > 0",
         )
+    _choice(cfg, "model.event_input", EVENT_INPUT)
+    if m.event_input == "on":
+        needs = "model.engine=fused and a spike encoding (rate, latency, delta)"
+        _check(
+            cfg,
+            "model.event_input",
+            m.name != "ann" and m.engine == "fused" and e.name in SPIKE_ENCODINGS,
+            f"auto or off here: 'on' needs a spiking model with {needs}",
+        )
     _choice(cfg, "optimizer.name", OPTIMIZERS)
     _check(cfg, "optimizer.lr", _finite(o.lr) and o.lr > 0, "a number > 0")
     _check(cfg, "optimizer.weight_decay", _finite(o.weight_decay) and o.weight_decay >= 0, ">= 0")
@@ -271,7 +284,12 @@ def validate(cfg: DictConfig) -> None:
             f"optimized_metric={cfg.optimized_metric!r} is not allowed; choose "
             f"{' or '.join(OPTIMIZED_METRICS)} (sweeps never select on test accuracy)"
         )
-    resolve_device(t.device)
+    device = resolve_device(t.device)
+    if m.event_input == "on" and device.type != "cpu":
+        raise ConfigError(
+            f"model.event_input='on' is not allowed with trainer.device={t.device!r} "
+            f"({device.type}); event input runs on the CPU only: use auto or off"
+        )
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -2,7 +2,8 @@
 
 All encoders run on the images' device. ``rate`` is Bernoulli with
 p = gain * pixel / 255 at resolution 2**-15; ``latency`` and ``delta`` follow ``snntorch.spikegen``;
-``direct`` feeds the analog image (pixel / 255) at every step.
+``direct`` feeds the analog image (pixel / 255) at every step. :func:`encode_events` gives the
+spike encodings' output as :class:`~snnbench.events.SpikeEvents` (the same spikes, CPU).
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from snnbench import events
+from snnbench.events import SPIKE_ENCODINGS, SpikeEvents
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,23 @@ def rate_probability(images: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
     return torch.round(p * 2**RATE_BITS) / 2**RATE_BITS
 
 
+def rate_draws(
+    images: torch.Tensor, num_steps: int, gain: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random integers and thresholds of :func:`rate`: (r int16 ``[T, B, H*W]``, uniform
+    in [0, 32767]; k1 int16 ``[B, H*W]`` = k - 1); a spike is ``r <= k1``."""
+    flat = images.reshape(images.shape[0], -1)
+    shape = (num_steps, *flat.shape)
+    n = num_steps * flat.numel()
+    # k - 1 in [-1, 32767] fits int16: "r <= k - 1" is never true for p = 0, always for p = 1
+    p = (to_unit(flat) * gain).clamp_(0, 1)
+    k1 = torch.round(p * 2**RATE_BITS).sub_(1).to(torch.int16)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=flat.device)
+    words.random_(-(2**63), None, generator=generator)  # full 64-bit range, uniform
+    words.bitwise_and_(0x7FFF7FFF7FFF7FFF)  # four uniform 15-bit lanes per word
+    return words.view(torch.int16)[:n].view(shape), k1
+
+
 def rate(
     images: torch.Tensor,
     num_steps: int,
@@ -58,18 +79,24 @@ def rate(
     (on the images' device), each split into four 15-bit lanes: one RNG call per four spikes.
     Shape ``[T, B, H*W]`` float32, values {0, 1}; runs on the images' device.
     """
-    flat = images.reshape(images.shape[0], -1)
-    shape = (num_steps, *flat.shape)
-    n = num_steps * flat.numel()
-    # k - 1 in [-1, 32767] fits int16: "r <= k - 1" is never true for p = 0, always for p = 1
-    p = (to_unit(flat) * gain).clamp_(0, 1)
-    k1 = torch.round(p * 2**RATE_BITS).sub_(1).to(torch.int16)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=flat.device)
-    words.random_(-(2**63), None, generator=generator)  # full 64-bit range, uniform
-    words.bitwise_and_(0x7FFF7FFF7FFF7FFF)  # four uniform 15-bit lanes per word
-    r = words.view(torch.int16)[:n].view(shape)
-    out = torch.empty(shape, dtype=torch.float32, device=flat.device)
+    r, k1 = rate_draws(images, num_steps, gain, generator)
+    out = torch.empty(r.shape, dtype=torch.float32, device=r.device)
     return torch.le(r, k1, out=out)
+
+
+def rate_events(
+    images: torch.Tensor,
+    num_steps: int,
+    gain: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> SpikeEvents:
+    """The spikes of :func:`rate` (same draws from the same generator state) as events:
+    per step and sample the indices of the inputs that spiked, without the dense tensor.
+
+    CPU only; needs numba (:func:`snnbench.events.available`).
+    """
+    r, k1 = rate_draws(images, num_steps, gain, generator)
+    return events.rate_events(r, k1)
 
 
 def direct(images: torch.Tensor, num_steps: int) -> torch.Tensor:
@@ -148,3 +175,20 @@ def encode(
     if params.name == "delta":
         return delta(images, num_steps, params.threshold)
     raise ValueError(f"encoding.name={params.name!r} is not known")
+
+
+def encode_events(
+    images: torch.Tensor,
+    num_steps: int,
+    params: EncodingParams,
+    generator: torch.Generator | None = None,
+) -> SpikeEvents:
+    """:func:`encode` as events (same spikes, same generator draws); CPU, spike encodings only.
+
+    rate draws the events directly; latency and delta are converted from their dense output.
+    """
+    if params.name not in SPIKE_ENCODINGS:
+        raise ValueError(f"encoding.name={params.name!r} has no event form (analog input)")
+    if params.name == "rate":
+        return rate_events(images, num_steps, params.gain, generator)
+    return events.from_dense(encode(images, num_steps, params, generator))

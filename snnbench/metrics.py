@@ -24,6 +24,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from snnbench import data as data_mod
+from snnbench.events import SpikeEvents
+from snnbench.models import SpikingMLP
 
 # ---------------------------------------------------------------------------- pure counts
 
@@ -135,6 +137,36 @@ def linear_ops(
     )
 
 
+def input_ops(
+    x: torch.Tensor | SpikeEvents,
+    weight: torch.Tensor,
+    check_spikes: bool = True,
+    weight_nnz: torch.Tensor | None = None,
+) -> LayerOps:
+    """:func:`linear_ops` of a layer's whole input over T steps, counted per time step
+    whatever form the input takes: a dense ``[T, B, in]`` tensor, a ``[T, B, in]`` view that
+    repeats one ``[B, in]`` tensor over T (stride 0: counted once, times T) or
+    :class:`SpikeEvents` (binary spikes: ACs)."""
+    nnz_w = torch.count_nonzero(weight, dim=0) if weight_nnz is None else weight_nnz  # [in]
+    if isinstance(x, SpikeEvents):
+        T, B, n_in = x.shape
+        values = T * B * n_in
+        return LayerOps(
+            synops=int((x.input_counts() * nnz_w.to(torch.long).cpu()).sum()),
+            dense=T * B * n_in * weight.shape[0],
+            spike_input=True,
+            zeros=values - x.nnz,
+            values=values,
+        )
+    if x.dim() == 3 and x.shape[0] > 1 and x.stride(0) == 0:
+        T = x.shape[0]
+        once = linear_ops(x[0], weight, check_spikes, nnz_w)
+        return LayerOps(
+            once.synops * T, once.dense * T, once.spike_input, once.zeros * T, once.values * T
+        )
+    return linear_ops(x, weight, check_spikes, nnz_w)
+
+
 #: Rows per chunk in :func:`linear_ops` (float32 counts of 0/1 values are exact below 2**24).
 _MAX_ROWS = 1 << 23
 
@@ -150,8 +182,16 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def footprint_bytes(model: nn.Module) -> int:
-    """Bytes of the model's parameters and buffers (NeuroBench's footprint)."""
-    tensors = [*model.parameters(), *model.buffers()]
+    """Bytes of the model's parameters and buffers (NeuroBench's footprint).
+
+    A spiking MLP counts its weights, biases and one decay (beta) per layer, whatever the
+    engine: snnTorch's neurons also hold constants and the last batch's membranes as
+    buffers, which are execution state, not model.
+    """
+    if isinstance(model, SpikingMLP):
+        tensors = [*model.fcs.parameters(), *model.layer_betas()]
+    else:
+        tensors = [*model.parameters(), *model.buffers()]
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -260,7 +300,11 @@ def spiking_metrics(
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
-    recorder = _OpsRecorder(fcs, check_spikes=not is_ann)  # the ANN does MACs
+    # SNN: each layer's input (x, then the spikes of the layer before) is counted after the
+    # forward pass, per time step, whatever shortcut the engine took; the ANN (MACs) by hooks
+    recorder = _OpsRecorder(fcs if is_ann else [], check_spikes=False)
+    snn_ops: list[LayerOps | None] = [None] * n_layers
+    weight_nnz = [torch.count_nonzero(fc.weight.detach(), dim=0) for fc in fcs]
     relu_out: list[torch.Tensor] = []
     relu_handles = []
     if is_ann:  # the inputs of layers 2.. are the ReLU outputs: record their sparsity there
@@ -287,6 +331,13 @@ def spiking_metrics(
                     relu_out.clear()
                 else:
                     num_steps = out.mem_out.shape[0]
+                    for i, inp in enumerate([x, *out.spikes[:-1]]):
+                        prev = snn_ops[i]
+                        # once a layer has had a non-spike input it does MACs: skip the test
+                        check = prev is None or prev.spike_input
+                        w = fcs[i].weight.detach()
+                        ops = input_ops(inp, w, check, weight_nnz[i])
+                        snn_ops[i] = ops if prev is None else prev + ops
                     for i, s in enumerate(out.spikes):
                         spike_sum[i] += s.sum()
                         zero_sum[i] += s.numel() - torch.count_nonzero(s)
@@ -308,7 +359,7 @@ def spiking_metrics(
     mac_pj, ac_pj = float(sp.mac_pj), float(sp.ac_pj)
     layers: list[dict[str, Any]] = []
     acs = macs = dense_total = dense_energy = 0.0
-    for i, (fc, ops) in enumerate(zip(fcs, recorder.ops)):
+    for i, (fc, ops) in enumerate(zip(fcs, recorder.ops if is_ann else snn_ops)):
         if ops is None:  # no sample seen
             ops = LayerOps(0, 0, False, 0, 0)
         op = "MAC" if is_ann else ops.op

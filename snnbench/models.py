@@ -3,7 +3,9 @@
 Both spiking engines compute the same function from the same weights: ``fused`` applies
 each Linear once over all ``T*B`` rows and then runs the neuron recurrence over T
 (:mod:`snnbench.engine`); ``snntorch`` steps ``snn.Leaky``/``snn.Synaptic`` T times (the
-study's reference code).
+study's reference code). The fused engine also takes layer 1's input as
+:class:`~snnbench.events.SpikeEvents` (binary spikes as per-step index lists, CPU), and then
+sums weight columns instead of multiplying by zeros (:mod:`snnbench.events`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from snnbench.engine import neuron_sequence
+from snnbench.events import SpikeEvents, event_linear
 from snnbench.neurons import DEFAULT_SLOPE, LIFParams
 
 
@@ -115,10 +118,13 @@ class SpikingMLP(nn.Module):
             return list(self.betas)
         return [getattr(self, f"beta_{i}") for i in range(len(self.fcs))]
 
-    def forward(self, x: torch.Tensor) -> SNNOutput:
+    def forward(self, x: torch.Tensor | SpikeEvents) -> SNNOutput:
+        """x: ``[T, B, in]`` input, or :class:`SpikeEvents` (binary input as events)."""
         if self.engine == "fused":
             spikes, mem = self._forward_fused(x)
         else:
+            if isinstance(x, SpikeEvents):
+                x = x.to_dense()
             spikes, mem = self._forward_snntorch(x)
         if self.readout == "spike_count":
             logits = spikes[-1].sum(0)
@@ -126,12 +132,16 @@ class SpikingMLP(nn.Module):
             logits = mem.mean(0)
         return SNNOutput(logits, spikes, mem)
 
-    def _forward_fused(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _forward_fused(
+        self, x: torch.Tensor | SpikeEvents
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         T, B = x.shape[:2]
         spikes: list[torch.Tensor] = []
         h = x
         for fc, beta in zip(self.fcs, self.layer_betas()):
-            if h.stride(0) == 0:  # the same input at every step (direct encoding): one Linear
+            if isinstance(h, SpikeEvents):  # sum the weight columns of the inputs that spiked
+                cur = event_linear(h, fc)
+            elif h.stride(0) == 0:  # the same input at every step (direct encoding): one Linear
                 cur = fc(h[0]).unsqueeze(0).expand(T, B, -1)
             else:
                 cur = fc(h.reshape(T * B, -1)).reshape(T, B, -1)

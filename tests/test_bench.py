@@ -26,10 +26,15 @@ def test_bench_runs_and_writes_ratios(tmp_path, capsys):
     assert code == 0
     report = json.loads(out.read_text())
     engines = {r["engine"] for r in report["results"]}
-    assert engines == {"snntorch", "fused", "gemm"}
+    assert engines == {"snntorch", "fused", "events", "gemm"}
     (ratio,) = report["ratios"]
-    assert ratio["fused_over_gemm"] > 0
-    assert "snnTorch / fused" in capsys.readouterr().out
+    assert ratio["fused_over_gemm"] > 0 and ratio["events_over_gemm"] > 0
+    assert 0 < ratio["events_data_encoding_share"] < 1
+    (parts,) = report["parts"]
+    assert parts["T"] == 2 and all(parts[f"{k}_ms"] > 0 for k in bench.PARTS)
+    out = capsys.readouterr().out
+    assert "snnTorch / fused" in out and "events / GEMM floor" in out
+    assert "layer-1 fwd dense / events ms" in out
 
 
 def test_bench_refuses_oversized_batch(tmp_path, capsys):

@@ -13,6 +13,7 @@ from torch import nn
 
 from snnbench.config import ConfigError, validate
 from snnbench.data import Split
+from snnbench.events import SpikeEvents
 from snnbench.inputs import Batcher
 from snnbench.metrics import (
     activation_sparsity,
@@ -68,6 +69,11 @@ LAYER_KEYS = {
     "firing_rate",
     "activation_sparsity",
 }
+
+
+def _dense(x):
+    """A batcher's output as a dense tensor (event input is the same spikes)."""
+    return x.to_dense() if isinstance(x, SpikeEvents) else x
 
 
 def _load(run_dir):
@@ -202,7 +208,7 @@ def test_driver_counts_match_brute_force_on_the_models_own_spikes(make_cfg):
     rec = spiking_metrics(model, split, batcher, cfg, seed=11)
 
     gen = torch.Generator().manual_seed(11)
-    xs = [batcher(split.images[i : i + 3], gen) for i in range(0, 7, 3)]
+    xs = [_dense(batcher(split.images[i : i + 3], gen)) for i in range(0, 7, 3)]
     x = torch.cat(xs, 1)  # [T, 7, 784], the same draws as the pass
     out = model.eval()(x)
     inputs = [x, *out.spikes[:-1]]
@@ -235,7 +241,7 @@ def test_sample_cap_counts_the_first_images_with_the_same_draws(make_cfg):
     split = Split(images, torch.randint(0, 10, (9,)))
     rec = spiking_metrics(model, split, Batcher(cfg), cfg, seed=5)
     # the whole batch of 9 is encoded (as evaluate does), then the first 5 are counted
-    x = Batcher(cfg)(images, torch.Generator().manual_seed(5))[:, :5]
+    x = _dense(Batcher(cfg)(images, torch.Generator().manual_seed(5))[:, :5])
     out = model.eval()(x)
     brute = ((x != 0).float() @ (model.fcs[0].weight != 0).float().T).sum().item()
     assert rec["n_samples"] == 5
@@ -361,3 +367,51 @@ def test_chunked_counting_matches(monkeypatch):
     assert metrics.linear_ops(x, W) == whole and whole.op == "AC"
     x[1, 2, 0] = 0.5
     assert metrics.linear_ops(x, W) == linear_ops(x, W) and linear_ops(x, W).op == "MAC"
+
+
+def _close(a, b, path=""):
+    """Recursive comparison of two spiking records (numbers to float noise)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            if k != "time_s":
+                _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9), path
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("neuron", ["leaky", "synaptic"])
+@pytest.mark.parametrize("encoding", ["rate", "latency", "delta", "direct"])
+def test_both_engines_give_the_same_spiking_record(make_cfg, encoding, neuron):
+    """Operations are counted per time step whatever shortcut an engine takes (the fused
+    engine runs layer 1 once under direct coding, or on events under spike codings)."""
+    common = ("model=temporal", "model.num_steps=5", "model.hidden=[24,12]", "trainer.seed=2")
+    common += (f"encoding={encoding}", f"neuron={neuron}", "trainer.eval_batch_size=4")
+    records = []
+    models = []
+    for engine in ("fused", "snntorch"):
+        cfg = make_cfg(*common, f"model.engine={engine}")
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        if models:
+            model.fcs.load_state_dict(models[0].fcs.state_dict())
+        else:
+            with torch.no_grad():  # make every layer spike
+                for fc in model.fcs:
+                    fc.weight.mul_(4.0)
+        models.append(model)
+        images = torch.randint(
+            0, 256, (10, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+        )
+        split = Split(images, torch.arange(10) % 10)
+        records.append(spiking_metrics(model, split, Batcher(cfg), cfg, seed=3))
+    fused, ref = records
+    assert ref["layers"][1]["synops_per_sample"] > 0
+    assert ref["layers"][0]["dense_ops_per_sample"] == 5 * 784 * 24
+    _close(fused, ref)

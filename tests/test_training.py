@@ -270,3 +270,17 @@ def test_cli_runs_and_records(tmp_path):
     assert res.returncode == 0, res.stderr
     rec = _load(tmp_path / "r")
     assert rec["status"] == "completed" and "model=ann" in rec["overrides"]
+
+
+def test_resume_accepts_changes_of_execution_only(make_cfg, tmp_path):
+    """Event or dense layer 1, the tag and the trackers do not change what a run computes."""
+    ov = ("model=temporal", "model.num_steps=3", "trainer.epochs=2")
+
+    def interrupt(epoch, record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg(*ov, "model.event_input=off", "tag=a"), on_epoch=interrupt)
+    run(make_cfg(*ov, "model.event_input=auto", "tag=b", "trainer.resume=true"))
+    rec = _load(tmp_path / "run")
+    assert rec["status"] == "completed" and rec["resumed_at_epoch"] == 1

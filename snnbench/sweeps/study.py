@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from snnbench.checkpoint import RESUME_FREE_KEYS
+from snnbench.checkpoint import RESUME_FREE_KEYS, RESUME_FREE_PREFIXES
 from snnbench.results import BEST_MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE
 from snnbench.sweeps.names import ATTR_DEFINITION
 from snnbench.sweeps.settings import SweepConfigError
@@ -23,18 +23,20 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Fixed overrides that do not change what a trial computes (free to differ between the
 #: processes and re-runs of one study): those a resumed run may change.
 STUDY_FREE_KEYS = RESUME_FREE_KEYS
+STUDY_FREE_PREFIXES = (*RESUME_FREE_PREFIXES, "hydra.")
 #: What a retried trial copies from the lost trial's run dir to continue from.
 RESUME_FILES = (CHECKPOINT_FILE, BEST_MODEL_FILE, METRICS_FILE)
 
 
 def study_definition(fixed: Sequence[str], metric: str, direction: str) -> dict[str, Any]:
     """The settings that make trials of one study comparable: the fixed overrides (``key:
-    value``, minus :data:`STUDY_FREE_KEYS`), the optimized metric and the direction."""
+    value``, minus :data:`STUDY_FREE_KEYS` / ``_PREFIXES``), the optimized metric and the
+    direction."""
     settings: dict[str, str] = {}
     for override in fixed:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
-        if key not in STUDY_FREE_KEYS and not key.startswith("hydra."):
+        if key not in STUDY_FREE_KEYS and not key.startswith(STUDY_FREE_PREFIXES):
             settings[key] = value
     return {"fixed": settings, "optimized_metric": metric, "direction": direction}
 

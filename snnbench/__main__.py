@@ -19,6 +19,7 @@ from snnbench import __version__
 from snnbench.config import ConfigError, config_dir, register_configs
 from snnbench.data import DataError
 from snnbench.engine import tune_cpu_allocator
+from snnbench.sweeps.job import optuna_trial_job
 from snnbench.training import TrainingDiverged, run
 
 CONFIG_DIR = config_dir()
@@ -40,12 +41,8 @@ def job(cfg: DictConfig) -> float:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     tune_cpu_allocator()  # keep freed [T, B, N] buffers mapped (no numerical effect)
     try:
-        on_epoch = None
-        if cfg.get("optuna") and cfg.optuna.trial is not None:  # a trial of the Optuna sweeper
-            from snnbench.sweep import trial_reporter
-
-            on_epoch = trial_reporter(cfg.optuna.storage, cfg.optuna.study_name, cfg.optuna.trial)
-        return run(cfg, on_epoch=on_epoch)
+        with optuna_trial_job(cfg.get("optuna")) as on_epoch:  # None unless an Optuna trial
+            return run(cfg, on_epoch=on_epoch)
     except (ConfigError, DataError) as exc:
         if multirun:
             raise

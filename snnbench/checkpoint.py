@@ -33,8 +33,9 @@ RESUME_FREE_KEYS = (
     "model.event_input",  # how layer 1 is executed (events or dense): the same model
     "tag",  # a label
 )
-#: Key prefixes free on resume, too: what is computed after training, experiment trackers.
-RESUME_FREE_PREFIXES = ("spiking.", "logger.")
+#: Key prefixes free on resume, too: what is computed after training, experiment trackers,
+#: and which Optuna trial reports (a retried trial continues the lost one's run).
+RESUME_FREE_PREFIXES = ("spiking.", "logger.", "optuna.")
 
 StateDict = dict[str, torch.Tensor]
 

@@ -30,7 +30,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from snnbench.config import ConfigError
-from snnbench.sweep import redact
+from snnbench.sweeps.storage import redact
 
 log = logging.getLogger("snnbench")
 

@@ -232,7 +232,7 @@ def test_journal_storage_opens_in_optuna_dashboard(tmp_path):
     dashboard = pytest.importorskip("optuna_dashboard", reason="needs optuna-dashboard")
     import optuna
 
-    from snnbench.sweep import open_storage, resolve_storage
+    from snnbench.sweeps.storage import open_storage, resolve_storage
 
     # the storage the sweeper opens for hydra.sweeper.storage=journal:FILE
     spec = resolve_storage(f"journal:{tmp_path / 'study.log'}", tmp_path, tmp_path)

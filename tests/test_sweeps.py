@@ -1,21 +1,19 @@
 """Sweeps: grid multirun summary, the Optuna sweeper plugin (SQLite, journal, PostgreSQL),
-resume, pruning, failure isolation, the study-wide trial cap and dead-worker recovery.
+resume, pruning, failure isolation, the study-wide trial cap, the study's definition and
+dead-worker recovery on one host (journal storages).
 
 Sweeps run as real ``python -m snnbench -m ...`` subprocesses on a few hundred images.
+Lost workers across hosts (heartbeats) and cluster launchers: tests/test_sweeps_scale_out.py.
 """
 
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,15 +22,17 @@ import pytest
 import yaml
 from conftest import ROOT, TINY
 from optuna.trial import TrialState
+from sweeping import assert_no_secret, pg_url  # noqa: F401 (pg_url is a fixture)
 
-from snnbench.sweep import (
-    ATTR_RETRY_OF,
-    ATTR_SKIPPED,
-    SweepConfigError,
+from snnbench.sweeps.names import ATTR_SKIPPED
+from snnbench.sweeps.settings import SweepConfigError
+from snnbench.sweeps.space import search_space
+from snnbench.sweeps.storage import (
+    STORAGE_ENV,
+    job_storage_spec,
     open_storage,
     redact,
     resolve_storage,
-    search_space,
 )
 
 FAST = [*TINY, "model.num_steps=2", "trainer.num_threads=1"]
@@ -89,6 +89,16 @@ def test_search_space_follows_hydra_grammar():
             search_space({"neuron.beta": bad})
 
 
+def test_jobs_get_the_password_from_the_environment_only(monkeypatch):
+    full, shown = "postgresql://u:pw@h/db", "postgresql://u:***@h/db"
+    monkeypatch.setenv(STORAGE_ENV, full)
+    assert job_storage_spec(shown) == full
+    assert job_storage_spec("sqlite:///x.db") == "sqlite:///x.db"  # another storage: as given
+    monkeypatch.delenv(STORAGE_ENV)
+    with pytest.raises(RuntimeError, match=STORAGE_ENV):
+        job_storage_spec(shown)
+
+
 def test_storage_specs(tmp_path):
     assert resolve_storage(None, "multirun/x", tmp_path) == (
         f"sqlite:///{tmp_path / 'multirun/x/optuna.db'}"
@@ -97,6 +107,12 @@ def test_storage_specs(tmp_path):
     assert resolve_storage("journal:j.log", "d", tmp_path) == f"journal:{tmp_path / 'j.log'}"
     assert resolve_storage("postgresql://u@h/db", "d", tmp_path) == "postgresql://u@h/db"
     assert redact("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact("postgresql://u@h/db?password=secret&sslmode=require") == (
+        "postgresql://u@h/db?password=***&sslmode=require"
+    )
+    assert redact("optuna.storage='mysql://h/db?a=1&PASSWORD=secret'") == (
+        "optuna.storage='mysql://h/db?a=1&PASSWORD=***'"
+    )
     with pytest.raises(SweepConfigError, match="hydra.sweeper.storage"):
         resolve_storage("study.txt", "d", tmp_path)
 
@@ -155,12 +171,25 @@ def test_optuna_sqlite_sweep_resumes_without_duplicates(tmp_path):
         assert record["config"]["optuna"]["trial"] == t.number
 
 
+def test_resuming_a_study_with_other_settings_is_refused(tmp_path):
+    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path}"]
+    sweep(*args)
+    proc = sweep(*args, "trainer.epochs=2", "optimized_metric=final_val_acc", check=False)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("snnbench: error: study 'snnbench' in sqlite:///")
+    assert "trainer.epochs (2 here, 1 in the study)" in line
+    assert "optimized_metric (final_val_acc here, best_val_acc in the study)" in line
+    assert len(load(f"sqlite:///{tmp_path / 'optuna.db'}").get_trials()) == 1
+    sweep(*args, "trainer.progress=true")  # settings that do not change a trial are free
+
+
 def test_optuna_prunes_and_survives_failing_trials(tmp_path):
     # neuron.beta=2.0 is refused by the job; the threshold pruner prunes every other trial
     sweep(
         "hydra.sweeper.search=optuna",
         "neuron.beta=choice(0.5, 2.0)",
-        "hydra.sweeper.sampler.seed=2",
+        "hydra.sweeper.sampler.seed=8",  # draws 2.0, 0.5, 0.5
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.pruner.name=threshold",
         "hydra.sweeper.pruner.lower=0.99",
@@ -278,103 +307,62 @@ def test_two_processes_on_one_journal_finish_exactly_max_trials(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_sweep_continues_and_retries_its_running_trial(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    args = [sys.executable, "-m", "snnbench", "-m", *FAST, "hparams_search=optuna"]
+def test_killed_sweep_on_a_journal_retries_its_trial_from_the_checkpoint(tmp_path):
+    """Journal storages have no heartbeats: the same-host process check finds the trial of
+    a killed sweep, and its retry continues from the lost run's checkpoint."""
+    storage = f"journal:{tmp_path / 'study.log'}"
+    search = ["hparams_search=optuna", "model.num_steps=range(30, 51, step=10)"]
     # a trial long enough (T >= 30, 3 epochs) to be killed while it trains
-    args += ["model.num_steps=range(30, 51, step=10)", "trainer.epochs=3"]
-    args += ["hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path}"]
+    search += ["trainer.epochs=3", f"hydra.sweeper.storage={storage}"]
+    args = [sys.executable, "-m", "snnbench", "-m", *FAST, *search]
+    args += ["hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path}"]
     proc = subprocess.Popen(
         args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until trial 0 is training, then kill the sweep
-        if (tmp_path / "0" / "metrics.json").exists():
-            break
-        time.sleep(0.2)
+    while time.monotonic() < deadline:  # wait until epoch 1 is recorded (and checkpointed)
+        try:
+            if json.loads((tmp_path / "0" / "metrics.json").read_text())["epochs_completed"]:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     (killed,) = load(storage).get_trials()
     assert killed.state == TrialState.RUNNING
+    done = json.loads((tmp_path / "0" / "metrics.json").read_text())["epochs_completed"]
+    assert 1 <= done < 3
 
-    sweep(
-        "hparams_search=optuna",
-        "model.num_steps=range(30, 51, step=10)",  # the same search space as the killed run
-        "hydra.sweeper.n_trials=1",
-        f"hydra.sweep.dir={tmp_path}",
-    )
+    sweep(*search, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path}")
     trials = load(storage).get_trials()
-    assert [t.number for t in trials] == [0, 1]
+    assert [t.number for t in trials] == [0, 1, 2]  # the retry, then this run's new trial
     assert trials[0].state == TrialState.FAIL and "died" in trials[0].user_attrs["error"]
-    assert trials[1].state == TrialState.COMPLETE
-    assert trials[1].params == trials[0].params and trials[1].user_attrs[ATTR_RETRY_OF] == 0
+    retry = trials[1]
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[0].params
+    assert retry.system_attrs["retry_history"] == [0]
+    record = json.loads((tmp_path / "1" / "metrics.json").read_text())
+    assert record["resumed_at_epoch"] >= done and record["epochs_completed"] == 3
+    assert [h["epoch"] for h in record["history"]] == [1, 2, 3]
+    assert retry.intermediate_values == {h["epoch"]: h["val_acc"] for h in record["history"]}
+    assert trials[2].state == TrialState.COMPLETE and trials[2].params != trials[0].params
+    rows = read_csv(tmp_path / "trials.csv")
+    assert [r["retried_from"] for r in rows] == ["", "0", ""]
+    results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert results["retries"] == {1: [0]}
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    hits = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return hits[-1] if hits else None
-
-
-@pytest.fixture(scope="module")
-def pg_url():
-    """``$SNNBENCH_TEST_PG_URL``, else a throwaway PostgreSQL cluster on a loopback port."""
-    url = os.environ.get("SNNBENCH_TEST_PG_URL")
-    if url:
-        yield url
-        return
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not (initdb and pg_ctl):
-        pytest.skip("no PostgreSQL: SNNBENCH_TEST_PG_URL unset and initdb/pg_ctl not found")
-    base = Path(tempfile.mkdtemp(prefix="snnbench-pg-"))  # in /tmp: reachable by nobody
-    os.chmod(base, 0o777)
-    data, port = base / "data", _free_port()
-    # postgres refuses to run as root: run the throwaway cluster as an unprivileged user
-    sudo = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
-    if sudo and not shutil.which("runuser"):
-        pytest.skip("running as root and runuser not found to start PostgreSQL as nobody")
-    init = subprocess.run(
-        [*sudo, initdb, "-D", str(data), "-U", "snnbench", "--auth=trust", "-E", "UTF8"],
-        capture_output=True,
-        text=True,
-    )
-    if init.returncode != 0:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(f"initdb failed: {init.stderr.strip().splitlines()[-1:]}")
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off"
-    start = subprocess.run(
-        [*sudo, pg_ctl, "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w", "start"],
-        capture_output=True,
-        text=True,
-    )
-    if start.returncode != 0:
-        pytest.skip(f"PostgreSQL did not start: {start.stderr.strip()[-300:]}")
-    try:
-        yield f"postgresql://snnbench@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*sudo, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
-        )
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def test_optuna_sweep_on_postgresql(tmp_path, pg_url):
+def test_postgresql_sweep_keeps_the_password_out_of_records(tmp_path, pg_url):  # noqa: F811
     pytest.importorskip("psycopg2", reason="psycopg2 not installed (pip install -e .[postgres])")
     name = f"pgtest-{os.getpid()}-{time.time_ns()}"
-    sweep(
+    secret = "s3cret-pw"  # the throwaway cluster trusts every login; the URL carries it anyway
+    with_pw = f"{pg_url}{'&' if '?' in pg_url else '?'}password={secret}"
+    proc = sweep(
         "hparams_search=optuna",
-        f"hydra.sweeper.storage={pg_url}",
+        f"hydra.sweeper.storage='{with_pw}'",  # quoted: '=' in a value
         f"hydra.sweeper.study_name={name}",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.pruner.name=none",
@@ -384,5 +372,9 @@ def test_optuna_sweep_on_postgresql(tmp_path, pg_url):
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert all(t.intermediate_values == {1: t.value} for t in trials)  # reported through PG
     results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
-    assert results["storage"] == pg_url and results["best_value"] == max(t.value for t in trials)
+    assert results["storage"] == redact(with_pw) and secret not in results["storage"]
+    assert results["best_value"] == max(t.value for t in trials)
     assert not (tmp_path / "optuna.db").exists()
+    assert_no_secret(tmp_path, secret, proc.stdout + proc.stderr)
+    record = json.loads((tmp_path / "0" / "metrics.json").read_text())
+    assert record["config"]["optuna"]["storage"] == redact(with_pw)

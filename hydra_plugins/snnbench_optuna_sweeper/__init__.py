@@ -1,1 +1,3 @@
-"""Hydra sweepers of snnbench: ``hydra/sweeper=snnbench_optuna`` and ``snnbench_grid``."""
+"""snnbench's Hydra sweeper, ``hydra/sweeper=snnbench`` (the default in conf/config.yaml):
+``hydra.sweeper.search=grid`` runs :class:`~.grid.GridSweeper`, ``search=optuna``
+(set by ``hparams_search=optuna``) :class:`~.optuna_sweeper.OptunaSweeper`."""

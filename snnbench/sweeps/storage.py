@@ -1,0 +1,145 @@
+"""Optuna storages: storage specs, password redaction, the secret's way to the jobs, opening.
+
+The storage URL may hold a password. It never travels in a job's overrides (which Hydra
+logs and writes into ``.hydra/*.yaml`` and the run's ``metrics.json``): jobs get the
+redacted spec there and the full one through the environment variable
+:data:`STORAGE_ENV`, which the sweeper sets for the processes it launches.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from snnbench.sweeps.names import DEFAULT_STORAGE_FILE
+from snnbench.sweeps.settings import SweepConfigError
+
+#: Environment variable that carries the full storage spec (with any password) to the jobs.
+STORAGE_ENV = "SNNBENCH_OPTUNA_STORAGE"
+#: Attempts to open an RDB storage when several workers create its tables at once.
+OPEN_ATTEMPTS = 5
+
+
+def resolve_storage(spec: str | None, sweep_dir: Path | str, cwd: Path | str) -> str:
+    """Absolute storage spec: ``None`` -> ``sqlite:///<sweep_dir>/optuna.db``.
+
+    Accepted: any SQLAlchemy URL Optuna takes (``sqlite:///path``, ``postgresql://...``,
+    ``mysql+pymysql://...``), ``journal:PATH`` (Optuna's JournalStorage on a file, for many
+    processes), or a bare file path (``*.db``/``*.sqlite``/``*.sqlite3`` -> SQLite, ``*.log``/
+    ``*.journal`` -> journal). Relative paths are taken from ``cwd`` (where the command ran).
+    """
+    if spec is None or str(spec).strip() == "":
+        return f"sqlite:///{(Path(cwd) / sweep_dir / DEFAULT_STORAGE_FILE).resolve()}"
+    spec = str(spec).strip()
+    if spec.startswith("journal:"):
+        path = spec[len("journal:") :]
+        path = path[2:] if path.startswith("//") else path
+        if not path:
+            raise SweepConfigError("hydra.sweeper.storage='journal:' needs a file path")
+        return f"journal:{(Path(cwd) / path).resolve()}"
+    if spec.startswith("sqlite:///"):
+        path = spec[len("sqlite:///") :]
+        if path in ("", ":memory:"):
+            raise SweepConfigError(
+                "hydra.sweeper.storage: an in-memory SQLite study cannot be shared with the jobs;"
+                " give a file"
+            )
+        return f"sqlite:///{(Path(cwd) / path).resolve()}"
+    if "://" in spec:
+        return spec
+    suffix = Path(spec).suffix.lower()
+    if suffix in (".db", ".sqlite", ".sqlite3"):
+        return f"sqlite:///{(Path(cwd) / spec).resolve()}"
+    if suffix in (".log", ".journal", ".jsonl"):
+        return f"journal:{(Path(cwd) / spec).resolve()}"
+    raise SweepConfigError(
+        f"hydra.sweeper.storage={spec!r} is not allowed; use null (optuna.db in the sweep dir), "
+        "a URL (sqlite:///FILE, postgresql://USER@HOST/DB), journal:FILE, or a *.db / *.log file"
+    )
+
+
+def redact(text: str) -> str:
+    """``text`` with any password in a URL replaced by ``***``: the ``user:PASSWORD@`` part
+    and ``password=`` / ``passwd=`` / ``pwd=`` query parameters (for logs and records)."""
+    text = re.sub(r"(://[^/:@\s]*:)[^/@\s]*@", r"\1***@", text)
+    return re.sub(r"([?&](?:password|passwd|pwd)=)[^&\s'\"]*", r"\1***", text, flags=re.I)
+
+
+def is_journal(spec: str) -> bool:
+    """Whether ``spec`` names a journal storage (no heartbeats there)."""
+    return spec.startswith("journal:")
+
+
+def job_storage_spec(recorded: str) -> str:
+    """The full storage spec for a job whose config says ``optuna.storage=recorded``.
+
+    ``recorded`` is redacted when the URL holds a password; the full spec then comes from
+    :data:`STORAGE_ENV` (set by the sweeper), which must redact to ``recorded``.
+    """
+    full = os.environ.get(STORAGE_ENV)
+    if full and redact(full) == recorded:
+        return full
+    if "***" in recorded:
+        raise RuntimeError(
+            f"optuna.storage={recorded!r} is redacted and ${STORAGE_ENV} does not hold its "
+            "full URL (the sweeper sets it for the jobs it launches)"
+        )
+    return recorded
+
+
+def _pg_driver(url: str) -> str:
+    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only it is here."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return f"postgresql+psycopg2{sep}{rest}"
+    return url
+
+
+def open_storage(
+    spec: str,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    stale_callback: Callable[..., None] | None = None,
+) -> Any:
+    """An Optuna storage for a :func:`resolve_storage` spec.
+
+    SQLite waits up to 120 s for its lock. For RDB storages the heartbeat settings are
+    passed to ``RDBStorage`` (journal storages have none and ignore them). Opening is retried
+    when workers started together race to create the tables of a fresh database.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    if is_journal(spec):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(spec[len("journal:") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    spec = _pg_driver(spec)
+    if spec.startswith("sqlite:"):
+        Path(spec[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        kwargs = {"connect_args": {"timeout": 120}}
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(
+                spec,
+                engine_kwargs=kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=stale_callback,
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == OPEN_ATTEMPTS - 1:  # not a creation race after all
+                raise
+            time.sleep(0.2 + random.random() * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover

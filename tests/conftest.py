@@ -72,3 +72,15 @@ def no_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache_home = tmp_path / "cache-home"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
     return cache_home / "snnbench"
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """A run with ``trainer.num_threads`` sets torch's thread count for the whole process;
+    restore it so no test computes with another test's count (GEMM results depend on it in
+    the last bits)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

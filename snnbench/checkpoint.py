@@ -83,7 +83,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def comparable(cfg: DictConfig) -> dict[str, Any]:
     """The flattened resolved config minus the keys a resume may change."""
-    flat = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    return _binding(flatten(OmegaConf.to_container(cfg, resolve=True)))  # type: ignore[arg-type]
+
+
+def _binding(flat: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a flattened config that a resume may not change."""
     return {
         k: v
         for k, v in flat.items()
@@ -105,7 +109,8 @@ def load(path: Path) -> dict[str, Any]:
 
 def check_same_config(checkpoint: dict[str, Any], cfg: DictConfig, run_dir: Path) -> None:
     """Refuse to resume a checkpoint written under another config, naming the keys."""
-    old, new = checkpoint["config"], comparable(cfg)
+    # filtered again: a checkpoint written when fewer keys were free still resumes
+    old, new = _binding(checkpoint["config"]), comparable(cfg)
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
         raise ConfigError(

@@ -284,3 +284,21 @@ def test_resume_accepts_changes_of_execution_only(make_cfg, tmp_path):
     run(make_cfg(*ov, "model.event_input=auto", "tag=b", "trainer.resume=true"))
     rec = _load(tmp_path / "run")
     assert rec["status"] == "completed" and rec["resumed_at_epoch"] == 1
+
+
+def test_checkpoint_of_an_older_version_with_fewer_free_keys_resumes(make_cfg, tmp_path):
+    """A checkpoint whose stored config still holds keys that are free on resume today
+    (an older snnbench compared them) is not refused for them."""
+    import torch
+
+    def interrupt(epoch, record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg("model=ann", "trainer.epochs=2"), on_epoch=interrupt)
+    path = tmp_path / "run" / CHECKPOINT_FILE
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"].update({"dataset.root": "data", "tag": "old", "dataset.download": True})
+    torch.save(ckpt, path)
+    run(make_cfg("model=ann", "trainer.epochs=2", "trainer.resume=true"))
+    assert _load(tmp_path / "run")["status"] == "completed"

@@ -56,6 +56,8 @@ def _our_spikes(run_dir: Path, n: int = 32) -> tuple[torch.Tensor, list[torch.Te
     model = build_run_model(cfg, run_dir)
     splits = data_mod.load(**OmegaConf.to_container(cfg.dataset, resolve=True))
     x = Batcher(cfg)(splits.test.images[:n], torch.Generator().manual_seed(0))
+    if not isinstance(x, torch.Tensor):  # event input (layer 1 on CPU): the same spikes
+        x = x.to_dense()
     with torch.no_grad():
         out = model(x)
     for layer in out.spikes:  # a test with silent layers would prove little

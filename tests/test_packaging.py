@@ -42,7 +42,7 @@ def test_wheel_ships_configs_license_and_metadata(tmp_path):
     }
     assert "snnbench/conf/config.yaml" in configs and configs <= names
     assert {n for n in names if n.startswith("snnbench/conf/")} == configs  # nothing stale
-    assert "hydra_plugins/snnbench_optuna_sweeper/sweepers.py" in names
+    assert "hydra_plugins/snnbench_optuna_sweeper/sweeper.py" in names
     assert "analysis/__main__.py" in names and "analysis/results.ipynb" in names
     info = f"snnbench-{snnbench.__version__}.dist-info"
     assert f"{info}/licenses/LICENSE" in names

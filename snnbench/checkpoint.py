@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from snnbench.config import ConfigError
+from snnbench.config import ConfigError, flatten
 from snnbench.results import save_torch
 
 #: Config keys that may differ between a checkpoint and the run resuming it (where the same
@@ -67,18 +67,6 @@ def set_rng_state(
     encode_gen.set_state(state["encode"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def comparable(cfg: DictConfig) -> dict[str, Any]:

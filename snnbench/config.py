@@ -8,6 +8,7 @@ which raises :class:`ConfigError` with a one-line message naming the key.
 
 # NB: no ``from __future__ import annotations`` here: OmegaConf needs real type objects.
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,18 @@ _SCHEMAS = {
     "trainer": TrainerConfig,
     "spiking": SpikingConfig,
 }
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def register_configs() -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from snnbench.config import ConfigError
+from snnbench.config import ConfigError, flatten
 from snnbench.sweeps.storage import redact
 
 log = logging.getLogger("snnbench")
@@ -84,18 +84,6 @@ SWEEP_TAG = "snnbench.sweep_dir"
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def config_params(cfg: DictConfig) -> dict[str, Any]:

@@ -446,10 +446,11 @@ def sweep_plot(
         )
         n_other = df["other"].nunique()
         hue = "other" if 1 < n_other <= 8 and n_other <= len(df) / 2 else None
-        if _is_numeric(df["x"]) and df["x"].nunique() == len(df) and len(df) >= 3:
-            df["x"] = pd.to_numeric(df["x"])  # every run its own value (a random search)
+        scientific = col.split(".")[-1] in SCIENTIFIC_KEYS
+        if _is_numeric(df["x"]) and df["x"].nunique() > len(df) / 2 and len(df) >= 3:
+            df["x"] = pd.to_numeric(df["x"])  # (nearly) every run its own value: a search
             sns.scatterplot(data=df, x="x", y="y", ax=ax, color="tab:blue", s=40)
-            if (df["x"] > 0).all() and df["x"].max() / df["x"].min() >= 20:
+            if (df["x"] > 0).all() and (scientific or df["x"].max() / df["x"].min() >= 20):
                 _log_x(ax)
         elif _is_numeric(df["x"]) and df["x"].nunique() >= 3:
             df["x"] = pd.to_numeric(df["x"])

@@ -377,9 +377,13 @@ class Runner:
             fh.write(json.dumps(line) + "\n")
 
     def best(self) -> dict[str, list[str]]:
-        """Each searched model's best overrides so far (also written to ``best.json``)."""
+        """The best overrides of each model whose search has finished all its trials (a
+        recipe from a search still running could change; also written to ``best.json``)."""
         out = {}
         for m in MODELS:
+            (spec,) = search(m, self.plan)
+            if not self.done(spec):
+                continue
             ov = best_overrides(self.root / f"search/{m}", m)
             if ov is not None:
                 out[m] = ov

@@ -22,13 +22,15 @@ records alone. Each run is a ``python -m snnbench`` process (one crash never end
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,8 @@ PARTS = (
 )
 #: Folder (under the root) of the per-part logs, ``sessions.jsonl`` and ``best.json``.
 LOG_DIR = "study_log"
+#: Folder (under ``LOG_DIR``) of the claim locks of the items being run (not committed).
+LOCK_DIR = "locks"
 
 
 @dataclass(frozen=True)
@@ -180,18 +184,20 @@ def study_20ep(plan: Plan) -> list[Item]:
 
 
 def t_sweep(plan: Plan, best: dict[str, list[str]]) -> list[Item]:
-    """The best temporal recipe at each T; seed 0 at every T first, then the other seeds."""
+    """The best temporal recipe at each T: the first seed at every T, then the other seeds
+    from the cheapest T up (a study stopped early has whole T values with all seeds)."""
     if "temporal" not in best:
         return []
     recipe = [o for o in best["temporal"] if not o.startswith("model.num_steps=")]
+    first, *others = plan.t_seeds
+    order = [(first, t) for t in plan.t_values] + [(s, t) for t in plan.t_values for s in others]
     return [
         RunSpec(
             "t_sweep",
             f"t_sweep/T{t}/seed{s}",
             ("model=temporal", *recipe, f"model.num_steps={t}", _epochs(plan), f"trainer.seed={s}"),
         )
-        for s in plan.t_seeds
-        for t in plan.t_values
+        for s, t in order
     ]
 
 
@@ -281,8 +287,11 @@ def _value(v: Any) -> str:
 class Runner:
     """Runs a plan's items under ``root``, skipping what is recorded; logs wall times.
 
-    Several runners may work on different parts of one root at once: each part's log is its
-    own file (``study_log/<part>.json``) and sessions are appended to ``sessions.jsonl``.
+    Several runners may work on one root at once, on the same parts or different ones: a
+    runner claims an item with an exclusive lock (``study_log/locks/``, released when its
+    process ends, also when it is killed) and passes over items another runner holds. Each
+    part's log is its own file (``study_log/<part>.json``); sessions are appended to
+    ``sessions.jsonl``.
     """
 
     def __init__(self, root: Path, plan: Plan, threads: int | None, python: str = sys.executable):
@@ -322,17 +331,45 @@ class Runner:
         print(f"[study] {part}: {len(items) - len(todo)}/{len(items)} done", flush=True)
         ok = True
         for item in todo:
-            t0 = time.time()
-            print(f"[study] {now()} {part}: {item.path}", flush=True)
-            res = subprocess.run(self.command(item), stdin=subprocess.DEVNULL)
-            if res.returncode == 2 and isinstance(item, RunSpec) and self._drop_stale(item):
-                res = subprocess.run(self.command(item), stdin=subprocess.DEVNULL)
-            self._log_part(part, items, time.time() - t0)
-            if res.returncode != 0 or not self.done(item):
-                print(f"[study] {part}: {item.path} did not finish (exit {res.returncode})")
-                ok = False
+            with self._claim(item) as mine:
+                if not mine:
+                    print(f"[study] {part}: {item.path} is being run by another runner; passed")
+                    ok = False
+                    continue
+                if self.done(item):  # finished by another runner since the list was made
+                    continue
+                ok &= self._run_item(part, items, item)
         self._log_part(part, items, 0.0)
         return ok
+
+    def _run_item(self, part: str, items: Sequence[Item], item: Item) -> bool:
+        t0 = time.time()
+        print(f"[study] {now()} {part}: {item.path}", flush=True)
+        res = subprocess.run(self.command(item), stdin=subprocess.DEVNULL)
+        if res.returncode == 2 and isinstance(item, RunSpec) and self._drop_stale(item):
+            res = subprocess.run(self.command(item), stdin=subprocess.DEVNULL)
+        self._log_part(part, items, time.time() - t0)
+        if res.returncode != 0 or not self.done(item):
+            print(f"[study] {part}: {item.path} did not finish (exit {res.returncode})")
+            return False
+        return True
+
+    @contextmanager
+    def _claim(self, item: Item) -> Iterator[bool]:
+        """Hold the item's exclusive lock while running it; yields False when another
+        runner (a live process) holds it."""
+        lock_dir = self.log_dir / LOCK_DIR
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(lock_dir / (item.path.replace("/", "__") + ".lock"), "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def _drop_stale(self, item: RunSpec) -> bool:
         """A checkpoint the run refused to resume (written by another version or config of

@@ -46,7 +46,43 @@ def test_plan_items_are_fixed_folders_and_the_study_settings():
     sweep = study.t_sweep(study.FULL, best)
     assert {i.path.split("/")[1] for i in sweep} == {f"T{t}" for t in study.FULL.t_values}
     assert all("model.num_steps=37" not in i.overrides for i in sweep)  # T replaced
-    assert sweep[0].path.endswith("seed0") and sweep[-1].path.endswith("seed2")
+    paths = [i.path for i in sweep]
+    # seed 0 at every T first, then the other seeds from the cheapest T up
+    assert paths[: len(study.FULL.t_values)] == [f"t_sweep/T{t}/seed0" for t in study.FULL.t_values]
+    assert paths[7:10] == ["t_sweep/T1/seed1", "t_sweep/T1/seed2", "t_sweep/T2/seed1"]
+    assert paths[-1] == "t_sweep/T100/seed2" and len(set(paths)) == 21
+
+
+def test_runners_share_a_part_an_item_held_by_a_live_runner_is_passed(tmp_path):
+    """A second runner passes over the item another (live) runner holds, runs the others, and
+    runs that one once its holder has died."""
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "fake_python"  # stands for the training process: records its run dir
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'for a in "$@"; do case $a in hydra.run.dir=*) echo "${{a#*=}}" >> {calls};; esac; done\n'
+    )
+    fake.chmod(0o755)
+    runner = study.Runner(tmp_path, study.QUICK, None, python=str(fake))
+    items = [study.RunSpec("t", f"part/run{k}", ()) for k in range(3)]
+    lock = tmp_path / study.LOG_DIR / study.LOCK_DIR / "part__run1.lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import fcntl,sys,time; f=open({str(lock)!r},'w'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert runner.run_items("part", items) is False  # nothing records completion here
+        ran = calls.read_text().split()
+        assert ran == [str(tmp_path / "part/run0"), str(tmp_path / "part/run2")]
+    finally:
+        holder.kill()
+        holder.wait()
+    calls.unlink()
+    runner.run_items("part", items)
+    assert len(calls.read_text().split()) == 3  # the dead holder's lock is free again
 
 
 def test_bad_arguments_are_one_line_errors():

@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from snnbench.config import flatten
+
 METRICS_FILE = "metrics.json"
 OPTUNA_DB = "optuna.db"
 
@@ -146,20 +148,6 @@ class NoRunsError(ValueError):
     """A path does not exist or holds no run (one-line message naming it)."""
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict -> ``{"a.b.c": value}``; lists become strings so they can be grouped."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        elif isinstance(v, (list, tuple)):
-            out[key] = json.dumps(v)
-        else:
-            out[key] = v
-    return out
-
-
 def find_run_dirs(path: Path) -> tuple[list[Path], list[Path]]:
     """Run dirs under ``path`` (or ``path`` itself) and Hydra job dirs lacking a record.
 
@@ -223,7 +211,7 @@ def parse_record(record: Any, run_dir: str) -> tuple[dict[str, Any], list[dict[s
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise ValueError("metrics.json 'history' is not a list of epoch records")
 
-    flat = flatten(config)
+    flat = flatten(config, lists_as_json=True)
     row: dict[str, Any] = {f"config.{k}": v for k, v in flat.items()}
     is_ann = flat.get("model.name") == "ann"
     for alias, key in ALIASES.items():

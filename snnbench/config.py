@@ -7,6 +7,7 @@ which raises :class:`ConfigError` with a one-line message naming the key.
 """
 
 # NB: no ``from __future__ import annotations`` here: OmegaConf needs real type objects.
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -127,13 +128,16 @@ _SCHEMAS = {
 }
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+def flatten(d: Mapping[str, Any], prefix: str = "", lists_as_json: bool = False) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values, or become JSON strings
+    (hashable, so runs can be grouped by them) with ``lists_as_json``."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
+            out.update(flatten(v, key + ".", lists_as_json))
+        elif lists_as_json and isinstance(v, (list, tuple)):
+            out[key] = json.dumps(v)
         else:
             out[key] = v
     return out

@@ -87,6 +87,15 @@ def set_threads() -> None:
 
 if numba is not None:
 
+    @njit(cache=True)
+    def _row_offsets(counts):  # pragma: no cover - compiled
+        """CSR offsets ``[R + 1]`` (int64) of rows holding ``counts`` ``[R]`` entries."""
+        offsets = np.empty(counts.shape[0] + 1, dtype=np.int64)
+        offsets[0] = 0
+        for row in range(counts.shape[0]):
+            offsets[row + 1] = offsets[row] + counts[row]
+        return offsets
+
     @njit(parallel=True, cache=True)
     def _rate_events_kernel(r, k1, T, B, N):  # pragma: no cover - compiled
         """Rate spikes ``r[t, b, i] <= k1[b, i]`` as CSR (rows t*B + b, ascending inputs).
@@ -120,10 +129,7 @@ if numba is not None:
                 buf[pos + c] = i
                 c += np.int64(r[base + i] <= k1[b, i])
             counts[row] = c
-        offsets = np.empty(R + 1, dtype=np.int64)
-        offsets[0] = 0
-        for row in range(R):
-            offsets[row + 1] = offsets[row] + counts[row]
+        offsets = _row_offsets(counts)
         indices = np.empty(offsets[R], dtype=np.int32)
         for row in prange(R):
             src, dst = bound[row], offsets[row]
@@ -147,10 +153,7 @@ if numba is not None:
                     if v != 1.0:
                         bad[row] = True
             counts[row] = c
-        offsets = np.empty(R + 1, dtype=np.int64)
-        offsets[0] = 0
-        for row in range(R):
-            offsets[row + 1] = offsets[row] + counts[row]
+        offsets = _row_offsets(counts)
         indices = np.empty(offsets[R], dtype=np.int32)
         for row in prange(R):
             pos = offsets[row]

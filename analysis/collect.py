@@ -228,6 +228,8 @@ def parse_record(record: Any, run_dir: str) -> tuple[dict[str, Any], list[dict[s
     times = [_num(h.get("time_s")) for h in history]
     times = [t for t in times if not math.isnan(t)]
     row["time_per_epoch_s"] = sum(times) / len(times) if times else math.nan
+    evals = [_num(h.get("eval_time_s")) for h in history]
+    row["epochs_time_s"] = sum(times) + sum(t for t in evals if not math.isnan(t))
     row["overrides"] = json.dumps(record.get("overrides") or [])
     spiking = record.get("spiking")
     spiking = spiking if isinstance(spiking, dict) else {}

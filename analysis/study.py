@@ -56,6 +56,12 @@ CSV_COLUMNS = (
     "energy_per_inference_uj",
     "settle_step_mean",
 )
+#: The run tags (``part`` column) of each study part whose runs are not tagged by its name.
+PART_TAGS = {
+    "reproduction": ("study",),
+    "tuned": tuple(f"tuned_{m}" for m in MODELS),
+    "fashion": ("fashion_study", "fashion_tuned"),
+}
 RECIPE_KEYS = (
     "config.model.num_steps",
     "config.neuron.beta",
@@ -398,18 +404,26 @@ class Report:
             if part_file.name == "best.json":
                 continue
             entry = json.loads(part_file.read_text(encoding="utf-8"))
+            part = entry.get("part", part_file.stem)
+            recorded_h = part_seconds(self.root, self.all, part) / 3600
             rows.append(
                 {
-                    "Part": entry.get("part", part_file.stem),
+                    "Part": part,
                     "Items done": f"{entry.get('done', '–')} of {entry.get('items', '–')}",
-                    "Wall time (h)": f"{entry.get('wall_s', 0) / 3600:.2f}",
+                    "Runner wall time (h)": f"{entry.get('wall_s', 0) / 3600:.2f}",
+                    "Time in the records (h)": f"{recorded_h:.2f}",
                 }
             )
         if rows:
             self.add(to_markdown(pd.DataFrame(rows)), "")
             self.add(
-                "Wall time is summed over every session that worked on a part; parts ran "
-                "two at a time (one thread each) on a machine shared with other work, so "
+                "Runner wall time is summed over every session that worked on a part, while "
+                "its runner was alive (a runner stopped with its session may lose up to a "
+                "minute of it; runners of older versions lost the item they were running). "
+                "Time in the records: the training and validation time of every recorded "
+                "epoch of the part's runs, or, for a search, the start-to-end time of its "
+                "Optuna trials (epochs cut short by a stopped session are in neither). Parts "
+                "ran two at a time (one thread each) on a machine shared with other work, so "
                 "per-epoch times in these tables are upper bounds — `python -m snnbench.bench` "
                 "measures speed properly.",
                 "",
@@ -436,6 +450,29 @@ class Report:
                 + " (pruned search trials are expected).",
                 "",
             )
+
+
+def part_seconds(root: Path, runs: pd.DataFrame, part: str) -> float:
+    """Seconds recorded by a study part: its runs' epochs (training + validation) or, for a
+    search, its Optuna trials (start to end). ``runs`` has the ``part`` column."""
+    if part.startswith("search_"):
+        model = part.removeprefix("search_")
+        db = root / "search" / model / "optuna.db"
+        if not db.is_file():
+            return 0.0
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(study_name=f"study_{model}", storage=f"sqlite:///{db}")
+        return sum(
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            for t in study.get_trials(deepcopy=False)
+            if t.datetime_start is not None and t.datetime_complete is not None
+        )
+    if runs.empty or "epochs_time_s" not in runs:
+        return 0.0
+    tags = PART_TAGS.get(part, (part,))
+    return float(runs.loc[runs["part"].isin(tags), "epochs_time_s"].sum())
 
 
 def t_sweep_figure(df: pd.DataFrame, path: Path) -> Path | None:

@@ -55,6 +55,8 @@ PARTS = (
 LOG_DIR = "study_log"
 #: Folder (under ``LOG_DIR``) of the claim locks of the items being run (not committed).
 LOCK_DIR = "locks"
+#: Seconds between the updates of a part's wall time while one of its items runs.
+LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -343,16 +345,30 @@ class Runner:
         return ok
 
     def _run_item(self, part: str, items: Sequence[Item], item: Item) -> bool:
-        t0 = time.time()
         print(f"[study] {now()} {part}: {item.path}", flush=True)
-        res = subprocess.run(self.command(item), stdin=subprocess.DEVNULL)
-        if res.returncode == 2 and isinstance(item, RunSpec) and self._drop_stale(item):
-            res = subprocess.run(self.command(item), stdin=subprocess.DEVNULL)
-        self._log_part(part, items, time.time() - t0)
-        if res.returncode != 0 or not self.done(item):
-            print(f"[study] {part}: {item.path} did not finish (exit {res.returncode})")
+        rc = self._run_logged(part, items, item)
+        if rc == 2 and isinstance(item, RunSpec) and self._drop_stale(item):
+            rc = self._run_logged(part, items, item)
+        if rc != 0 or not self.done(item):
+            print(f"[study] {part}: {item.path} did not finish (exit {rc})")
             return False
         return True
+
+    def _run_logged(self, part: str, items: Sequence[Item], item: Item) -> int:
+        """Run the item's process; add its wall time to the part's log every
+        ``LOG_EVERY_S`` (a killed runner loses at most that much of it). Returns the exit code."""
+        proc = subprocess.Popen(self.command(item), stdin=subprocess.DEVNULL)
+        last = time.time()
+        while True:
+            try:
+                rc: int | None = proc.wait(timeout=LOG_EVERY_S)
+            except subprocess.TimeoutExpired:
+                rc = None
+            t = time.time()
+            self._log_part(part, items, t - last)
+            last = t
+            if rc is not None:
+                return rc
 
     @contextmanager
     def _claim(self, item: Item) -> Iterator[bool]:

@@ -10,7 +10,8 @@ import sys
 import pandas as pd
 import pytest
 
-from analysis.study import write_study_report
+from analysis.collect import collect
+from analysis.study import part_seconds, write_study_report
 from snnbench import study
 from tests.conftest import ROOT
 
@@ -97,11 +98,31 @@ def test_bad_arguments_are_one_line_errors():
 
 @pytest.mark.slow
 def test_quick_study_runs_end_to_end_and_continues(tmp_path):
+    """Two runners share the quick study (the second takes the parts that need no search);
+    together they run every item once; a third invocation runs nothing and reports all."""
     root = tmp_path / "results"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "snnbench.study", "--quick", "--root", str(root)]
-    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+    helper = ["--threads", "1", "--parts", "reproduction", "study_20ep", "t_sweep", "fashion"]
+    procs = [
+        subprocess.Popen(c, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for c in ([*cmd, "--threads", "1"], [*cmd, *helper])
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=1500) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode in (0, 1), out[-3000:] + err[-3000:]
+    started = [ln.split()[-1] for out, _ in outs for ln in out.splitlines()
+               if ln.startswith("[study] 20")]  # fmt: skip
+    assert len(started) == len(set(started)), "an item was run by both runners"
+    assert any(ln.startswith("[study] 20") for ln in outs[1][0].splitlines())
+    # a third invocation finds everything recorded, runs nothing, and reports it all
+    before = (root / "reproduction/ann/seed0/metrics.json").read_text()
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "reproduction: 6/6 done" in res.stdout and "search_temporal: 1/1 done" in res.stdout
+    assert not [ln for ln in res.stdout.splitlines() if ln.startswith("[study] 20")]
+    assert (root / "reproduction/ann/seed0/metrics.json").read_text() == before
     report = (root / "README.md").read_text()
     for section in SECTIONS:
         assert section in report
@@ -113,12 +134,14 @@ def test_quick_study_runs_end_to_end_and_continues(tmp_path):
     assert {"search_ann", "search_single_step", "search_temporal"} <= parts
     tuned = runs[runs["part"] == "tuned_temporal"]
     assert (tuned["status"] == "completed").all()
-    # a second invocation finds everything recorded and runs nothing again
-    before = (root / "reproduction/ann/seed0/metrics.json").read_text()
-    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "reproduction: 6/6 done" in res.stdout and "search_temporal: 1/1 done" in res.stdout
-    assert (root / "reproduction/ann/seed0/metrics.json").read_text() == before
+    # the time of each part, from the records themselves (runs' epochs, searches' trials)
+    col = collect([root])
+    everything = col.runs.assign(part=col.runs["tag"])
+    for part in ("reproduction", "search_temporal", "tuned", "t_sweep", "fashion"):
+        assert part_seconds(root, everything, part) > 0, part
+    sweep = everything[everything["part"] == "t_sweep"]
+    assert part_seconds(root, everything, "t_sweep") == pytest.approx(sweep["epochs_time_s"].sum())
+    assert "Time in the records (h)" in report
     # a run whose record was lost (a fresh machine without it) is run again, alone
     (root / "reproduction/ann/seed1/metrics.json").unlink()
     res = subprocess.run(

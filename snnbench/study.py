@@ -7,7 +7,8 @@ Parts (each a list of runs or one Optuna search, run in this order; ``--parts`` 
   validation accuracy (presets ``conf/hparams_search/study_*.yaml``);
 * ``tuned`` — each model's best searched configuration retrained for the full epochs, per seed;
 * ``study_20ep`` — the study's temporal model trained twice as long (is it under-trained?);
-* ``t_sweep`` — the best temporal recipe at several T (seed 0 for every T first, then more);
+* ``t_sweep`` — the best temporal recipe at several T (seed 0 for every T first, then more
+  seeds for T < 50);
 * ``fashion`` — study settings and tuned recipes of the three models on Fashion-MNIST;
 * ``report`` — the analysis report of everything recorded (``python -m analysis.study``).
 
@@ -73,6 +74,9 @@ class Plan:
     #: seeds of the tuned retraining and of the T sweep (the reproduction uses ``seeds``)
     tuned_seeds: tuple[int, ...] = (0, 1, 2)
     t_seeds: tuple[int, ...] = (0, 1, 2)
+    #: from this T on, the T sweep runs only its first seed (T=50 and 100 cost 3/4 of the
+    #: sweep; one seed there fits the study into two sessions of this 2-core machine)
+    t_one_seed_from: int | None = 50
     fashion_seeds: tuple[int, ...] = (0,)
     #: added to every command (data size, epochs of searches ...)
     common: tuple[str, ...] = ()
@@ -187,12 +191,16 @@ def study_20ep(plan: Plan) -> list[Item]:
 
 def t_sweep(plan: Plan, best: dict[str, list[str]]) -> list[Item]:
     """The best temporal recipe at each T: the first seed at every T, then the other seeds
-    from the cheapest T up (a study stopped early has whole T values with all seeds)."""
+    (below ``plan.t_one_seed_from``) from the cheapest T up, so a study stopped early has
+    whole T values with all seeds."""
     if "temporal" not in best:
         return []
     recipe = [o for o in best["temporal"] if not o.startswith("model.num_steps=")]
     first, *others = plan.t_seeds
-    order = [(first, t) for t in plan.t_values] + [(s, t) for t in plan.t_values for s in others]
+    cap = plan.t_one_seed_from
+    order = [(first, t) for t in plan.t_values] + [
+        (s, t) for t in plan.t_values if cap is None or t < cap for s in others
+    ]
     return [
         RunSpec(
             "t_sweep",

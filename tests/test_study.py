@@ -52,9 +52,9 @@ def test_plan_items_are_fixed_folders_and_the_study_settings():
     # seed 0 at every T first, then the other seeds from the cheapest T up
     assert paths[: len(study.FULL.t_values)] == [f"t_sweep/T{t}/seed0" for t in study.FULL.t_values]
     assert paths[7:10] == ["t_sweep/T1/seed1", "t_sweep/T1/seed2", "t_sweep/T2/seed1"]
-    assert paths[-1] == "t_sweep/T25/seed2" and len(set(paths)) == 7 + 2 * 5  # 1 seed at T>=50
-    everywhere = study.t_sweep(dataclasses.replace(study.FULL, t_one_seed_from=None), best)
-    assert everywhere[-1].path == "t_sweep/T100/seed2" and len(everywhere) == 21
+    assert paths[-1] == "t_sweep/T100/seed2" and len(set(paths)) == 21
+    capped = study.t_sweep(dataclasses.replace(study.FULL, t_one_seed_from=50), best)
+    assert capped[-1].path == "t_sweep/T25/seed2" and len(capped) == 7 + 2 * 5  # 1 seed at T>=50
 
 
 def test_runners_share_a_part_an_item_held_by_a_live_runner_is_passed(tmp_path):

@@ -198,7 +198,12 @@ class Report:
             g = df[df["model"] == m]
             mean = pd.to_numeric(g["test_acc"], errors="coerce").mean() * 100
             target = TUNED_TARGETS[m]
-            verdict = "–" if math.isnan(mean) else ("met" if mean >= target else "missed")
+            gap = mean - target
+            verdict = (
+                "–"
+                if math.isnan(mean)
+                else (f"met (+{gap:.2f})" if gap >= 0 else f"missed by {-gap:.2f}")
+            )
             rows.append(
                 {
                     "Model": MODEL_NAMES[m],

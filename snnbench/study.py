@@ -382,9 +382,9 @@ class Runner:
     def _claim(self, item: Item) -> Iterator[bool]:
         """Hold the item's exclusive lock while running it; yields False when another
         runner (a live process) holds it."""
-        lock_dir = self.log_dir / LOCK_DIR
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / (item.path.replace("/", "__") + ".lock"), "w") as fh:
+        lock = self._lock_path(item)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "w") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -437,9 +437,25 @@ class Runner:
         with open(self.log_dir / "sessions.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")
 
-    def best(self) -> dict[str, list[str]]:
+    def held(self, item: Item) -> bool:
+        """True when another (live) runner holds the item (reads only: creates nothing)."""
+        lock = self._lock_path(item)
+        if not lock.is_file():
+            return False
+        with open(lock) as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+
+    def _lock_path(self, item: Item) -> Path:
+        return self.log_dir / LOCK_DIR / (item.path.replace("/", "__") + ".lock")
+
+    def best(self, write: bool = True) -> dict[str, list[str]]:
         """The best overrides of each model whose search has finished all its trials (a
-        recipe from a search still running could change; also written to ``best.json``)."""
+        recipe from a search still running could change; written to ``best.json``)."""
         out = {}
         for m in MODELS:
             (spec,) = search(m, self.plan)
@@ -448,7 +464,8 @@ class Runner:
             ov = best_overrides(self.root / f"search/{m}", m)
             if ov is not None:
                 out[m] = ov
-        write_json(self.log_dir / "best.json", out)
+        if write:
+            write_json(self.log_dir / "best.json", out)
         return out
 
 
@@ -504,6 +521,21 @@ def run_study(root: Path, plan: Plan, parts: Sequence[str], threads: int | None)
     return 0 if complete else 1
 
 
+def list_items(runner: Runner) -> None:
+    """Print each item of the plan: done, running (another runner holds it) or todo."""
+    plan = runner.plan
+    best = runner.best(write=False)
+    items = [*reproduction(plan), *(i for m in MODELS for i in search(m, plan)),
+             *tuned(plan, best), *study_20ep(plan), *t_sweep(plan, best),
+             *fashion(plan, best)]  # fmt: skip
+    for item in items:
+        state = "done" if runner.done(item) else ("running" if runner.held(item) else "todo")
+        print(f"{state:7s}  {item.tag:16s} {item.path}  {' '.join(item.overrides)}")
+    for m in MODELS:
+        if m not in best:
+            print(f"(no tuned, T-sweep or Fashion item of {m} yet: its search has not finished)")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m snnbench.study",
@@ -528,14 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     root = args.root or Path("outputs/study_quick" if args.quick else "docs/results")
     if args.list:
-        runner = Runner(root, plan, args.threads)
-        best = {m: ov for m in MODELS if (ov := best_overrides(root / f"search/{m}", m))}
-        items = [*reproduction(plan), *(i for m in MODELS for i in search(m, plan)),
-                 *tuned(plan, best), *study_20ep(plan), *t_sweep(plan, best),
-                 *fashion(plan, best)]  # fmt: skip
-        for item in items:
-            state = "done" if runner.done(item) else "todo"
-            print(f"{state}  {item.tag:16s} {item.path}  {' '.join(item.overrides)}")
+        list_items(Runner(root, plan, args.threads))
         return 0
     return run_study(root, plan, args.parts, args.threads)
 

@@ -78,6 +78,7 @@ def test_runners_share_a_part_an_item_held_by_a_live_runner_is_passed(tmp_path):
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "held"
+        assert runner.held(items[1]) and not runner.held(items[0])
         assert runner.run_items("part", items) is False  # nothing records completion here
         ran = calls.read_text().split()
         assert ran == [str(tmp_path / "part/run0"), str(tmp_path / "part/run2")]
@@ -85,8 +86,17 @@ def test_runners_share_a_part_an_item_held_by_a_live_runner_is_passed(tmp_path):
         holder.kill()
         holder.wait()
     calls.unlink()
+    assert not runner.held(items[1])
     runner.run_items("part", items)
     assert len(calls.read_text().split()) == 3  # the dead holder's lock is free again
+
+
+def test_list_of_an_empty_root_writes_nothing_and_names_the_missing_searches(tmp_path, capsys):
+    study.list_items(study.Runner(tmp_path / "r", study.QUICK, None))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("todo     study") and not (tmp_path / "r").exists()
+    assert sum("its search has not finished" in ln for ln in out) == 3
+    assert not any("t_sweep" in ln or "tuned/" in ln for ln in out)
 
 
 def test_bad_arguments_are_one_line_errors():

@@ -471,6 +471,10 @@ def sweep_plot(
         else:
             df["x"] = df["x"].map(lambda v, c=col: _fmt(v, c) or "none")
             order = sorted(df["x"].unique(), key=_sort_key)
+            if hue is None:  # the runs behind each mean
+                sns.stripplot(
+                    data=df, x="x", y="y", order=order, color="0.6", size=4, jitter=0.15, ax=ax
+                )
             sns.pointplot(
                 data=df,
                 x="x",
@@ -498,8 +502,8 @@ def sweep_plot(
         ax.set_visible(False)
     fig.suptitle(
         f"{METRIC_TITLES[metric]} vs each swept parameter\n"
-        "point: mean over the runs with that value (one run each in a random search) · "
-        "colour: the other swept parameters' values",
+        "blue dot: one run (a search: each run its own value) · red: mean per value, grey "
+        "dots: its runs · coloured lines: one per combination of the other parameters",
         fontsize=11,
     )
     fig.tight_layout()

@@ -362,7 +362,9 @@ class Report:
         hist = self.col.completed_history
         hist = hist[hist["run_dir"].isin(set(long["run_dir"]) | set(short["run_dir"]))]
         hist = hist.assign(
-            epochs=hist["run_dir"].map(lambda d: "20 epochs" if d in set(long["run_dir"]) else "10")
+            epochs=hist["run_dir"].map(
+                lambda d: "20 epochs" if d in set(long["run_dir"]) else "10 epochs"
+            )
         )
         path = figures.loss_curves(hist, self.fig_dir / "study_20ep.png", by=("epochs",))
         self.figure(path, "Temporal SNN, study settings, 10 vs 20 epochs (seed 0)", "")

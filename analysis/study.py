@@ -457,6 +457,23 @@ class Report:
                 + " (pruned search trials are expected).",
                 "",
             )
+            others = [p for p in self.col.problems if p.kind != "pruned"]
+            if others:
+                shown = [f"{self._rel(p.run_dir)} ({p.kind}: {p.reason})" for p in others[:12]]
+                note = (
+                    " A run left `running` was stopped mid-way; in a search, such a trial is "
+                    "failed by heartbeat and a retry runs in its place."
+                    if any(p.kind == "running" for p in others)
+                    else ""
+                )
+                more = "; …" if len(others) > 12 else ""
+                self.add(f"Not pruned: {'; '.join(shown)}{more}.{note}", "")
+
+    def _rel(self, run_dir: str) -> str:
+        try:
+            return Path(run_dir).resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(run_dir)
 
 
 def part_seconds(root: Path, runs: pd.DataFrame, part: str) -> float:

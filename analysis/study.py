@@ -27,7 +27,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from analysis import figures  # noqa: E402
 from analysis.collect import Collection, NoRunsError, collect  # noqa: E402
 from analysis.tables import MODEL_NAMES, to_markdown  # noqa: E402
-from snnbench.study import MODELS  # noqa: E402
+from snnbench.study import MODELS, PART_TAGS  # noqa: E402
 
 #: What the study reported (test accuracy, 10 epochs), quoted beside our numbers.
 STUDY_REPORTED = {"ann": 98.0, "single_step": 97.0, "temporal": 97.0}
@@ -56,12 +56,6 @@ CSV_COLUMNS = (
     "energy_per_inference_uj",
     "settle_step_mean",
 )
-#: The run tags (``part`` column) of each study part whose runs are not tagged by its name.
-PART_TAGS = {
-    "reproduction": ("study",),
-    "tuned": tuple(f"tuned_{m}" for m in MODELS),
-    "fashion": ("fashion_study", "fashion_tuned"),
-}
 RECIPE_KEYS = (
     "config.model.num_steps",
     "config.neuron.beta",
@@ -246,7 +240,7 @@ class Report:
             self.add("*no SNN run with saved best weights yet: no raster*", "")
             return
         path = figures.spike_raster(run, self.fig_dir / "spike_raster.png")
-        rel = Path(run).resolve().relative_to(self.root.resolve()).as_posix()
+        rel = self._rel(run)
         self.figure(
             path,
             f"Output spikes of the SNN run with the best validation accuracy ({rel})",

@@ -52,6 +52,13 @@ PARTS = (
     "fashion",
     "report",
 )
+#: The run tags (``tag``, the analysis's ``part`` column) of each part whose runs are not
+#: tagged with the part's own name.
+PART_TAGS = {
+    "reproduction": ("study",),
+    "tuned": tuple(f"tuned_{m}" for m in MODELS),
+    "fashion": ("fashion_study", "fashion_tuned"),
+}
 #: Folder (under the root) of the per-part logs, ``sessions.jsonl`` and ``best.json``.
 LOG_DIR = "study_log"
 #: Folder (under ``LOG_DIR``) of the claim locks of the items being run (not committed).
@@ -482,22 +489,32 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "os": platform.platform()}
 
 
-def run_study(root: Path, plan: Plan, parts: Sequence[str], threads: int | None) -> int:
-    """Run ``parts`` of ``plan`` into ``root``; return 0 when all of them are complete."""
-    runner = Runner(root, plan, threads)
-    runner.start_session(parts)
+#: Parts that need the searches' best recipes (``Runner.best``) to list their items.
+NEEDS_BEST = ("tuned", "t_sweep", "fashion")
+
+
+def part_items(part: str, plan: Plan, best: dict[str, list[str]]) -> list[Item]:
+    """The items of a part (not ``report``); ``best`` is used by the parts in NEEDS_BEST."""
+    if part.startswith("search_"):
+        return search(part.removeprefix("search_"), plan)
     simple: dict[str, Callable[[Plan], list[Item]]] = {
         "reproduction": reproduction,
         "study_20ep": study_20ep,
-        "search_ann": lambda p: search("ann", p),
-        "search_single_step": lambda p: search("single_step", p),
-        "search_temporal": lambda p: search("temporal", p),
     }
+    if part in simple:
+        return simple[part](plan)
     needs_best: dict[str, Callable[[Plan, dict[str, list[str]]], list[Item]]] = {
         "tuned": tuned,
         "t_sweep": t_sweep,
         "fashion": fashion,
     }
+    return needs_best[part](plan, best)
+
+
+def run_study(root: Path, plan: Plan, parts: Sequence[str], threads: int | None) -> int:
+    """Run ``parts`` of ``plan`` into ``root``; return 0 when all of them are complete."""
+    runner = Runner(root, plan, threads)
+    runner.start_session(parts)
     complete = True
     for part in PARTS:
         if part not in parts:
@@ -508,29 +525,26 @@ def run_study(root: Path, plan: Plan, parts: Sequence[str], threads: int | None)
             write_study_report(root, root)
             print(f"[study] report written to {root}")
             continue
-        if part in simple:
-            items = simple[part](plan)
-        else:
+        best: dict[str, list[str]] = {}
+        if part in NEEDS_BEST:
             best = runner.best()
             missing = [m for m in MODELS if m not in best]
             if missing:
                 print(f"[study] {part}: no finished search yet for {', '.join(missing)}")
                 complete = False
-            items = needs_best[part](plan, best)
-        complete &= runner.run_items(part, items)
+        complete &= runner.run_items(part, part_items(part, plan, best))
     return 0 if complete else 1
 
 
 def list_items(runner: Runner) -> None:
     """Print each item of the plan: done, running (another runner holds it) or todo."""
-    plan = runner.plan
     best = runner.best(write=False)
-    items = [*reproduction(plan), *(i for m in MODELS for i in search(m, plan)),
-             *tuned(plan, best), *study_20ep(plan), *t_sweep(plan, best),
-             *fashion(plan, best)]  # fmt: skip
-    for item in items:
-        state = "done" if runner.done(item) else ("running" if runner.held(item) else "todo")
-        print(f"{state:7s}  {item.tag:16s} {item.path}  {' '.join(item.overrides)}")
+    for part in PARTS:
+        if part == "report":
+            continue
+        for item in part_items(part, runner.plan, best):
+            state = "done" if runner.done(item) else ("running" if runner.held(item) else "todo")
+            print(f"{state:7s}  {item.tag:16s} {item.path}  {' '.join(item.overrides)}")
     for m in MODELS:
         if m not in best:
             print(f"(no tuned, T-sweep or Fashion item of {m} yet: its search has not finished)")

@@ -34,6 +34,7 @@ from snnbench.models import build_model, count_parameters
 from snnbench.optim import build_optimizer
 from snnbench.record import (
     add_epoch,
+    continue_record,
     end_status,
     finished_record,
     new_record,
@@ -76,9 +77,7 @@ class _State:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         ckpt.set_rng_state(checkpoint["rng"], self.shuffle_gen, self.encode_gen)
         self.best_state = checkpoint["best_model"]
-        record.update(checkpoint["record"])
-        record["status"] = "running"
-        record["resumed_at_epoch"] = checkpoint["epoch"]
+        continue_record(record, checkpoint["record"], checkpoint["epoch"])
         self.start_epoch = checkpoint["epoch"] + 1
 
     def save(self, path: Path, cfg: DictConfig, epoch: int, record: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from snnbench import __version__, exit_codes
 from snnbench.checkpoint import CheckpointMismatch
 from snnbench.config import ConfigError, config_dir, register_configs
+from snnbench.credentials import hide_overrides
 from snnbench.data import DataError
 from snnbench.engine import tune_cpu_allocator
 from snnbench.sweeps.job import optuna_trial_job
@@ -66,6 +67,9 @@ def main() -> None:
     if "--version" in sys.argv[1:]:
         print(f"snnbench {__version__}")
         return
+    # passwords in URLs stop here: Hydra, the logs and every file see the masked URL, the
+    # jobs find the real one in the environment
+    sys.argv[1:] = hide_overrides(sys.argv[1:])
     job()
 
 

@@ -26,6 +26,7 @@ from torch import nn
 from snnbench import checkpoint as ckpt
 from snnbench import data as data_mod
 from snnbench.config import resolve_device, validate
+from snnbench.credentials import mask_config
 from snnbench.evaluation import EVAL_SEED_OFFSET, evaluate, logits_of
 from snnbench.inputs import Batcher
 from snnbench.loggers import open_loggers
@@ -112,6 +113,7 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
     uses it to report and prune); an exception it raises ends the run, recorded as failed
     unless it is an ``optuna.TrialPruned`` (recorded as ``pruned``).
     """
+    mask_config(cfg)  # a URL password from a config file stays out of records and trackers
     validate(cfg)
     trackers = open_loggers(cfg)  # experiment trackers (cfg.logger); none by default
     run_dir = Path(cfg.run_dir)

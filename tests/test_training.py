@@ -324,3 +324,13 @@ def test_checkpoint_of_an_older_version_with_fewer_free_keys_resumes(make_cfg, t
     torch.save(ckpt, path)
     run(make_cfg("model=ann", "trainer.epochs=2", "trainer.resume=true"))
     assert _load(tmp_path / "run")["status"] == "completed"
+
+
+@pytest.mark.parametrize("model", ["ann", "single_step", "temporal"])
+def test_debug_quick_learns_visibly(make_cfg, model):
+    """The quick preset costs seconds and every built-in model learns in it, so a quick
+    sweep compares something (chance is 10 %)."""
+    cfg = make_cfg(f"model={model}", "debug=quick", "trainer.progress=false",
+                   "spiking.enabled=false", tiny=False)  # fmt: skip
+    assert cfg.trainer.epochs == 1 and cfg.dataset.train_subset == 2048
+    assert run(cfg) >= 0.8

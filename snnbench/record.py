@@ -71,7 +71,7 @@ def new_record(cfg: DictConfig, splits: data_mod.DataSplits, device: torch.devic
 
 
 #: What a record says of each session (process) that worked on the run.
-SESSION_KEYS = ("started_at", "overrides", "device", "versions")
+SESSION_KEYS = ("started_at", "overrides", "device", "versions", "data")
 
 
 def session_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +83,8 @@ def continue_record(record: dict[str, Any], earlier: dict[str, Any], epoch: int)
     """Make ``record`` (this session's new record) continue ``earlier`` (the checkpoint's,
     written after ``epoch``): the earlier history and results, the first session's
     ``started_at``, and every session so far plus this one in ``sessions``. The top-level
-    ``overrides``, ``device`` and ``versions`` are this session's."""
+    ``overrides``, ``device``, ``versions`` and ``data`` (where it was found) are this
+    session's."""
     this = session_of(record)
     sessions = list(earlier.get("sessions") or [session_of(earlier)])
     record.update(earlier)

@@ -256,3 +256,22 @@ def test_report_of_an_empty_root_is_a_one_line_error(tmp_path):
 
     with pytest.raises(NoRunsError):
         write_study_report(tmp_path)
+
+
+def test_readme_results_block_is_what_the_report_code_makes_of_the_records():
+    """The README's Results tables are generated (``python -m analysis.study docs/results
+    --readme README.md``) from the committed records, byte for byte."""
+    from analysis.study import BLOCK_END, BLOCK_START, replace_block, results_block
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = results_block(collect([ROOT / "docs" / "results"]))
+    assert replace_block(readme, block) == readme
+    inside = readme[readme.index(BLOCK_START) : readme.index(BLOCK_END)]
+    assert "(n=3)" in inside and "n (seeds)" in inside
+
+
+def test_replace_block_needs_its_markers():
+    from analysis.study import replace_block
+
+    with pytest.raises(ValueError, match="no '<!-- results:start"):
+        replace_block("# a README without the block\n", "x", "README.md")

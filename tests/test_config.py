@@ -127,7 +127,11 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("override", ["neuron.beta=2", "trainer.device=cuda:7", "optimizer.lr=0"])
+@pytest.mark.parametrize(
+    "override",
+    ["neuron.beta=2", "trainer.device=cuda:7", "optimizer.lr=0", "augment.shift=9",
+     "trainer.label_smoothing=1"],
+)  # fmt: skip
 def test_cli_bad_input_one_line_no_output_left(tmp_path, override):
     res = _cli(override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert res.returncode == 2

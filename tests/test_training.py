@@ -192,6 +192,7 @@ KILL_SCRIPT = textwrap.dedent("""
     [
         ["model=ann", "optimizer.scheduler=cosine"],
         ["model=temporal", "model.num_steps=4", "neuron.learn_beta=true"],
+        ["model=ann", "augment=affine", "trainer.label_smoothing=0.1"],
     ],
 )
 def test_killed_run_resumes_to_uninterrupted_result(make_cfg, tmp_path, model):

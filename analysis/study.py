@@ -27,7 +27,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from analysis import figures  # noqa: E402
 from analysis.collect import Collection, NoRunsError, collect  # noqa: E402
 from analysis.tables import MODEL_NAMES, to_markdown  # noqa: E402
-from snnbench.study import MODELS, PART_TAGS  # noqa: E402
+from snnbench.config import ConfigError  # noqa: E402
+from snnbench.study_plan import StudyPlan, load_plan  # noqa: E402
+
+#: The study's three models (rows of the report's tables).
+MODELS = ("ann", "single_step", "temporal")
 
 #: What the study reported (test accuracy, 10 epochs), quoted beside our numbers.
 STUDY_REPORTED = {"ann": 98.0, "single_step": 97.0, "temporal": 97.0}
@@ -406,7 +410,8 @@ class Report:
                 continue
             entry = json.loads(part_file.read_text(encoding="utf-8"))
             part = entry.get("part", part_file.stem)
-            recorded_h = part_seconds(self.root, self.all, part) / 3600
+            plan = study_plan(entry.get("plan"))
+            recorded_h = part_seconds(self.root, self.all, part, plan) / 3600
             rows.append(
                 {
                     "Part": part,
@@ -470,18 +475,30 @@ class Report:
             return str(run_dir)
 
 
-def part_seconds(root: Path, runs: pd.DataFrame, part: str) -> float:
-    """Seconds recorded by a study part: its runs' epochs (training + validation) or, for a
-    search, its Optuna trials (start to end). ``runs`` has the ``part`` column."""
-    if part.startswith("search_"):
-        model = part.removeprefix("search_")
-        db = root / "search" / model / "optuna.db"
+def study_plan(name: str | None) -> StudyPlan:
+    """The plan a study log names (the published one when it names none or an unknown one:
+    the first logs said ``full`` for it)."""
+    try:
+        return load_plan(name or "published")
+    except ConfigError:
+        return load_plan("published")
+
+
+def part_seconds(root: Path, runs: pd.DataFrame, part: str, plan: StudyPlan | None = None) -> float:
+    """Seconds recorded by a study part of ``plan`` (default: the published one): its runs'
+    epochs (training + validation) or, for a search, its Optuna trials (start to end).
+    ``runs`` has the ``part`` column."""
+    plan = plan or study_plan(None)
+    known = part in plan.part_names
+    search = plan.part(part).search if known else None
+    if search is not None:
+        db = root / search.path / "optuna.db"
         if not db.is_file():
             return 0.0
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.load_study(study_name=f"study_{model}", storage=f"sqlite:///{db}")
+        study = optuna.load_study(study_name=search.study, storage=f"sqlite:///{db}")
         return sum(
             (t.datetime_complete - t.datetime_start).total_seconds()
             for t in study.get_trials(deepcopy=False)
@@ -489,7 +506,7 @@ def part_seconds(root: Path, runs: pd.DataFrame, part: str) -> float:
         )
     if runs.empty or "epochs_time_s" not in runs:
         return 0.0
-    tags = PART_TAGS.get(part, (part,))
+    tags = plan.tags(part) if known else (part,)
     return float(runs.loc[runs["part"].isin(tags), "epochs_time_s"].sum())
 
 

@@ -135,8 +135,7 @@ def usable(current: torch.Tensor) -> bool:
 
 
 def _chunks() -> int:
-    events.set_threads()
-    return 4 * events.numba.get_num_threads()
+    return 4 * max(1, min(torch.get_num_threads(), events.numba.config.NUMBA_NUM_THREADS))
 
 
 def leaky_forward(
@@ -145,7 +144,8 @@ def leaky_forward(
     """current ``[T, B, N]`` (contiguous), beta 0-dim (clamped) -> (spk, mem) ``[T, B, N]``."""
     T = current.shape[0]
     cur = current.detach().reshape(T, -1).numpy()
-    mem, spk = _forward_kernel(
+    mem, spk = events.launch(
+        _forward_kernel,
         cur,
         np.float32(b.item()),
         np.float32(p.threshold),
@@ -172,7 +172,8 @@ def leaky_backward(
     def flat(x: torch.Tensor | None) -> np.ndarray:
         return empty if x is None else x.detach().contiguous().reshape(T, -1).numpy()
 
-    g, acc = _backward_kernel(
+    g, acc = events.launch(
+        _backward_kernel,
         flat(mem),
         flat(spk),
         flat(grad_spk),

@@ -87,6 +87,21 @@ def set_threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
+#: Work (elements) from which a kernel is split over threads: below it a parallel launch
+#: (~0.1 ms) costs more than it saves, and the kernel runs on the calling thread.
+PARALLEL_MIN = 1 << 20
+#: Additions of the weight-gradient kernel that count as one element of work.
+WGRAD_ADDS_PER_ELEMENT = 16
+
+
+def threads_for(work: int) -> int:
+    """Threads for a kernel over ``work`` elements: torch's count, or 1 below
+    :data:`PARALLEL_MIN`."""
+    if work < PARALLEL_MIN:
+        return 1
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
 #: Held while a parallel kernel runs: numba's workqueue layer is not thread-safe.
 _LAUNCH_LOCK = threading.Lock()
 
@@ -209,6 +224,20 @@ if numba is not None:
                         indices[pos] = act[j]
                         pos += 1
 
+    @njit(cache=True, error_model="numpy")
+    def _rate_events_serial(key, k1, T):  # pragma: no cover - compiled
+        """:func:`_rate_events_kernel` on the calling thread (small batches: no launch)."""
+        B, N = k1.shape
+        active, n_active = _active_inputs(k1)
+        counts = np.empty((T, B), dtype=np.int64)
+        bits = np.empty((B, (T + 3) // 4, N), dtype=np.uint8)
+        for b in range(B):
+            _rate_draw_sample(key, k1, active, n_active, T, b, counts, bits)
+        offsets = _row_offsets(counts.reshape(-1))
+        indices = np.empty(offsets[T * B] + 1, dtype=np.int32)
+        _rate_fill_rows(active, n_active, B, bits, offsets, indices, 0, T * B)
+        return offsets, indices[: offsets[T * B]]
+
     @njit(parallel=True, cache=True, error_model="numpy")
     def _rate_events_kernel(key, k1, T, n_chunks):  # pragma: no cover - compiled
         """Rate spikes of thresholds k1 int16 ``[B, N]`` (k - 1, -1 = never) as CSR (rows
@@ -281,7 +310,25 @@ if numba is not None:
             offsets[0] = -1
         return offsets, indices
 
-    @njit(parallel=True, cache=True)
+    @njit(cache=True, error_model="numpy")
+    def _wgrad_rows(offsets, indices, g, r0, r1, acc):  # pragma: no cover - compiled
+        """``acc[i] += g[r]`` for every event (r, i) of rows ``r0:r1``; acc ``[n_in, O]``."""
+        n_out = g.shape[1]
+        for row in range(r0, r1):
+            gr = g[row]
+            for j in range(offsets[row], offsets[row + 1]):
+                a = acc[indices[j]]
+                for o in range(n_out):
+                    a[o] += gr[o]
+
+    @njit(cache=True, error_model="numpy")
+    def _wgrad_serial(offsets, indices, g, n_in):  # pragma: no cover - compiled
+        """:func:`_wgrad_kernel` on the calling thread (small batches: no launch)."""
+        acc = np.zeros((n_in, g.shape[1]), dtype=g.dtype)
+        _wgrad_rows(offsets, indices, g, 0, g.shape[0], acc)
+        return acc
+
+    @njit(parallel=True, cache=True, error_model="numpy")
     def _wgrad_kernel(offsets, indices, g, n_in, n_chunks):  # pragma: no cover - compiled
         """``dWT[i] = sum over events (r, i) of g[r]``, ``[n_in, O]``: rows split into
         ``n_chunks`` contiguous chunks, one private accumulator each, summed at the end."""
@@ -290,13 +337,8 @@ if numba is not None:
         part = np.zeros((n_chunks, n_in, n_out), dtype=g.dtype)
         step = (R + n_chunks - 1) // n_chunks
         for c in prange(n_chunks):
-            acc = part[c]
-            for row in range(c * step, min(R, (c + 1) * step)):
-                gr = g[row]
-                for j in range(offsets[row], offsets[row + 1]):
-                    a = acc[indices[j]]
-                    for o in range(n_out):
-                        a[o] += gr[o]
+            r0 = min(R, c * step)
+            _wgrad_rows(offsets, indices, g, r0, min(R, r0 + step), part[c])
         out = np.empty((n_in, n_out), dtype=g.dtype)
         for i in prange(n_in):
             for o in range(n_out):
@@ -399,10 +441,12 @@ def rate_events(key: int, k1: torch.Tensor, num_steps: int) -> SpikeEvents:
     """Events of the rate code keyed by ``key`` (see :func:`snnbench.encoding.rate`):
     k1 int16 ``[B, N]`` (spike where a 15-bit lane <= k1)."""
     B, N = k1.shape
-    n_chunks = 4 * max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    offsets, indices = launch(
-        _rate_events_kernel, np.uint64(key % 2**64), k1.contiguous().numpy(), num_steps, n_chunks
-    )
+    args = (np.uint64(key % 2**64), k1.contiguous().numpy(), num_steps)
+    n = threads_for(num_steps * B * N)
+    if n == 1:
+        offsets, indices = _rate_events_serial(*args)
+    else:
+        offsets, indices = launch(_rate_events_kernel, *args, 4 * n)
     return SpikeEvents(torch.from_numpy(offsets), torch.from_numpy(indices), num_steps, B, N)
 
 
@@ -442,15 +486,9 @@ def event_forward(events: SpikeEvents, weight: torch.Tensor, bias: torch.Tensor 
 def event_weight_grad(events: SpikeEvents, grad: torch.Tensor) -> torch.Tensor:
     """``grad^T @ x`` for event input: grad ``[T*B, O]`` -> weight gradient ``[O, N]``."""
     g = grad.detach().contiguous()
-    n_chunks = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    wt = launch(
-        _wgrad_kernel,
-        events.offsets.numpy(),
-        events.indices.numpy(),
-        g.numpy(),
-        events.features,
-        n_chunks,
-    )
+    args = (events.offsets.numpy(), events.indices.numpy(), g.numpy(), events.features)
+    n = threads_for(events.nnz * g.shape[1] // WGRAD_ADDS_PER_ELEMENT)
+    wt = _wgrad_serial(*args) if n == 1 else launch(_wgrad_kernel, *args, n)
     return torch.from_numpy(wt).t().contiguous()
 
 

@@ -11,7 +11,7 @@ call over the flattened ``[T, M]`` (``M = B*N``) arrays:
   membrane and spikes, the backward reads membrane and dL/dspikes and writes dL/dcurrent;
 * the inner loops over a block's columns are branch-free float32 arithmetic that LLVM
   vectorises (SIMD across ``B*N``);
-* work of at least :data:`PARALLEL_MIN` elements is split over threads in contiguous
+* work of at least ``events.PARALLEL_MIN`` elements is split over threads in contiguous
   chunks of blocks (one parallel launch per call); smaller work runs on the calling thread,
   since a parallel launch costs ~0.1 ms (more than a whole T=5 layer).
 
@@ -38,8 +38,6 @@ RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 SURROGATE_CODES = {"atan": 0, "fast_sigmoid": 1, "sigmoid": 2}
 #: Columns (neurons) per block: a block's rows of every array stay in L1 across the T steps.
 BLOCK = 1024
-#: Elements (T * B * N) from which a layer's pass is split over threads.
-PARALLEL_MIN = 1 << 20
 
 if events.numba is not None:
     from numba import njit, prange
@@ -314,13 +312,6 @@ def usable(current: torch.Tensor) -> bool:
     )
 
 
-def _threads(size: int) -> int:
-    """Threads for a pass over ``size`` elements: 1 below :data:`PARALLEL_MIN`."""
-    if size < PARALLEL_MIN:
-        return 1
-    return max(1, min(torch.get_num_threads(), events.numba.config.NUMBA_NUM_THREADS))
-
-
 def _flat(x: torch.Tensor | None, T: int) -> np.ndarray:
     """``[T, ...]`` -> float32 ``[T, M]`` numpy view (a copy only if not contiguous);
     None -> an empty ``[1, 0]`` array (absent gradient)."""
@@ -338,7 +329,7 @@ def _forward(
     mem, spk = mem_t.view(T, -1).numpy(), spk_t.view(T, -1).numpy()
     bb, thr, reset = np.float32(b.item()), np.float32(p.threshold), RESET_CODES[p.reset]
     extra = (np.float32(min(max(p.alpha, 0.0), 1.0)),) if synaptic else ()
-    n = _threads(cur.size)
+    n = events.threads_for(cur.size)
     if n == 1:
         cols = _syn_fwd_cols if synaptic else _leaky_fwd_cols
         cols(cur, mem, spk, *extra, bb, thr, reset, 0, cur.shape[1])
@@ -377,7 +368,7 @@ def _backward(
         RESET_CODES[p.reset],
         want_b,
     )
-    n = _threads(m.size)
+    n = events.threads_for(m.size)
     if n == 1:
         (_syn_bwd_cols if synaptic else _leaky_bwd_cols)(*args, 0, m.shape[1])
     else:

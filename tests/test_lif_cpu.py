@@ -9,7 +9,7 @@ import itertools
 import pytest
 import torch
 
-from snnbench import lif_cpu
+from snnbench import events, lif_cpu
 from snnbench.engine import leaky_sequence, synaptic_sequence
 from snnbench.neurons import LIFParams
 
@@ -60,7 +60,7 @@ def test_blocks_threads_and_absent_gradients(neuron, threads, grads, monkeypatch
     """Several column blocks (B*N > BLOCK, not a multiple), split over threads when the size
     reaches PARALLEL_MIN; gradients of spikes only, membranes only, or neither."""
     sequence = leaky_sequence if neuron == "leaky" else synaptic_sequence
-    monkeypatch.setattr(lif_cpu, "PARALLEL_MIN", 0 if threads > 1 else 1 << 40)
+    monkeypatch.setattr(events, "PARALLEL_MIN", 0 if threads > 1 else 1 << 40)
     p = LIFParams(beta=0.9, alpha=0.8, reset="zero")
     current = torch.randn(7, 11, 250, generator=torch.Generator().manual_seed(3)) * 1.2
     assert current[0].numel() > 2 * lif_cpu.BLOCK

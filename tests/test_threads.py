@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent(
         try:
             for _ in range(15):
                 gen = torch.Generator().manual_seed(seed)
-                encoding.rate_events(images, 20, generator=gen)
+                encoding.rate_events(images, 24, generator=gen)  # > PARALLEL_MIN
                 ev = events.from_dense(x)
                 assert torch.equal(ev.indices, ref_ev.indices)
                 assert torch.allclose(events.event_weight_grad(ev, g), ref_w, atol=1e-4)

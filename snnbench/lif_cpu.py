@@ -6,7 +6,7 @@ thread hand-offs dominate. Here each layer's whole forward (or backward) is one 
 call over the flattened ``[T, M]`` (``M = B*N``) arrays:
 
 * the ``M`` neurons are cut into blocks of :data:`BLOCK` columns; a block runs all T steps
-  with its rows (``[BLOCK]`` floats per array) in L1 cache, so each element of the big
+  with its rows (``[BLOCK]`` floats per array) in cache, so each element of the big
   arrays is read or written once from memory: the forward reads the current and writes
   membrane and spikes, the backward reads membrane and dL/dspikes and writes dL/dcurrent;
 * the inner loops over a block's columns are branch-free float32 arithmetic that LLVM
@@ -36,8 +36,8 @@ from snnbench.neurons import LIFParams
 
 RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 SURROGATE_CODES = {"atan": 0, "fast_sigmoid": 1, "sigmoid": 2}
-#: Columns (neurons) per block: a block's rows of every array stay in L1 across the T steps.
-BLOCK = 1024
+#: Columns (neurons) per block: a step's rows of a block (8 KB per array) stay in L1/L2.
+BLOCK = 2048
 
 if events.numba is not None:
     from numba import njit, prange

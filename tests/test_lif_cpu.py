@@ -62,7 +62,7 @@ def test_blocks_threads_and_absent_gradients(neuron, threads, grads, monkeypatch
     sequence = leaky_sequence if neuron == "leaky" else synaptic_sequence
     monkeypatch.setattr(events, "PARALLEL_MIN", 0 if threads > 1 else 1 << 40)
     p = LIFParams(beta=0.9, alpha=0.8, reset="zero")
-    current = torch.randn(7, 11, 250, generator=torch.Generator().manual_seed(3)) * 1.2
+    current = torch.randn(7, 11, 400, generator=torch.Generator().manual_seed(3)) * 1.2
     assert current[0].numel() > 2 * lif_cpu.BLOCK
     beta = torch.tensor(0.9)
     if not grads:  # nothing reaches the neurons: autograd never calls backward

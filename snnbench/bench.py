@@ -325,7 +325,12 @@ def run_bench(
             row = {"device": dev_name, "T": part.T}
             row.update({f"{k}_ms": _median(v) for k, v in part.ms.items()})
             parts_out.append(row)
-    return {"results": results, "ratios": ratios(results), "parts": parts_out}
+    return {
+        "results": results,
+        "ratios": ratios(results),
+        "parts": parts_out,
+        "targets": targets(results, parts_out),
+    }
 
 
 def ratios(results: list[dict]) -> list[dict]:
@@ -358,6 +363,49 @@ def ratios(results: list[dict]) -> list[dict]:
             row["events_data_encoding_share"] = inputs / (inputs + e["step_ms"])
         out.append(row)
     return out
+
+
+#: The engine's goals as ratios within one run: (key, what, goal, "max" | "min").
+TARGETS = (
+    ("events_total_over_gemm", "events step with encoding / GEMM floor", {100: 0.5, 5: 1.0}, "max"),
+    ("neurons_over_gemm", "neurons fwd+bwd / GEMM floor", {100: 0.1}, "max"),
+    ("encoding_share", "encoding / events step with encoding", {100: 0.05}, "max"),
+    ("snntorch_over_events", "snnTorch loop / events (with encoding)", {100: 6.0}, "min"),
+)
+
+
+def targets(results: list[dict], parts: list[dict]) -> list[dict]:
+    """Per (device, T): the ratios the engine aims at (:data:`TARGETS`), measured here."""
+    out = []
+    for dev, T in sorted({(r["device"], r["T"]) for r in results}):
+        by = {r["engine"]: r for r in results if r["device"] == dev and r["T"] == T}
+        e, g, s = by.get("events"), by.get("gemm"), by.get("snntorch")
+        part = next((p for p in parts if p["device"] == dev and p["T"] == T), None)
+        row: dict = {"device": dev, "T": T}
+        if e and g:
+            row["events_total_over_gemm"] = e["total_ms"] / g["step_ms"]
+        if part and g:
+            row["neurons_over_gemm"] = part["neurons_fwd_bwd_ms"] / g["step_ms"]
+        if e:
+            row["encoding_share"] = e["encode_ms"] / e["total_ms"]
+        if e and s:
+            row["snntorch_over_events"] = s["total_ms"] / e["total_ms"]
+        out.append(row)
+    return out
+
+
+def targets_table(rows: list[dict]) -> list[str]:
+    lines = ["", "| device | T | ratio | measured | goal | met |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        for key, what, goals, kind in TARGETS:
+            if key not in row:
+                continue
+            v, goal = row[key], goals.get(row["T"])
+            ok = goal is not None and (v <= goal if kind == "max" else v >= goal)
+            met = "-" if goal is None else ("yes" if ok else "no")
+            want = "-" if goal is None else f"{'≤' if kind == 'max' else '≥'} {goal:g}"
+            lines.append(f"| {row['device']} | {row['T']} | {what} | {v:.2f} | {want} | {met} |")
+    return lines
 
 
 def table(report: dict) -> str:
@@ -419,6 +467,8 @@ def table(report: dict) -> str:
                 f"{p['neurons_fwd_bwd_ms']:.1f} | "
                 f"{p['layers23_fwd_bwd_ms']:.1f} |"
             )
+    if report.get("targets"):
+        lines += targets_table(report["targets"])
     return "\n".join(lines)
 
 

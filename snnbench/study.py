@@ -1,23 +1,15 @@
-"""The study, reproduced and tuned, as one resumable command: ``python -m snnbench.study``.
+"""The study as one resumable command: ``python -m snnbench.study [--plan NAME|FILE]``.
 
-Parts (each a list of runs or one Optuna search, run in this order; ``--parts`` picks some):
+The plan — its parts, and the runs and Optuna searches of each — is a YAML file
+(:mod:`snnbench.study_plan`; ``conf/study/published.yaml`` is the published study,
+``conf/study/quick.yaml`` its miniature, ``--quick``). Parts run in the plan's order
+(``--parts`` picks some), then the report (``analysis.study``).
 
-* ``reproduction`` — ANN, single-step and temporal SNN with the study's settings, per seed;
-* ``search_ann``, ``search_single_step``, ``search_temporal`` — Optuna searches on the
-  validation accuracy (presets ``conf/hparams_search/study_*.yaml``);
-* ``tuned`` — each model's best searched configuration retrained for the full epochs, per seed;
-* ``study_20ep`` — the study's temporal model trained twice as long (is it under-trained?);
-* ``t_sweep`` — the best temporal recipe at several T (seed 0 for every T first, then the
-  other seeds from the cheapest T up);
-* ``fashion`` — study settings and tuned recipes of the three models on Fashion-MNIST;
-* ``report`` — the analysis report of everything recorded (``python -m analysis.study``).
-
-Every run lives in a fixed folder under ``--root`` (default ``docs/results``), is skipped when
-its ``metrics.json`` says ``completed``, and otherwise is (re)started with
+Every run lives in a fixed folder under the root (default: the plan's ``root``), is skipped
+when its ``metrics.json`` says ``completed``, and otherwise is (re)started with
 ``trainer.resume=true``; a search continues its Optuna study (``optuna.db`` in its folder) up to
 its trial count. So a killed study continues where it stopped, also from the committed
 records alone. Each run is a ``python -m snnbench`` process (one crash never ends the study).
-``--quick`` runs a miniature of the same plan (tiny data, 1 epoch, few trials) in minutes.
 """
 
 from __future__ import annotations
@@ -30,226 +22,42 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snnbench import exit_codes
+from snnbench.config import ConfigError
 from snnbench.record import now
 from snnbench.results import METRICS_FILE, read_json, versions, write_json
-
-MODELS = ("ann", "single_step", "temporal")
-#: ``--parts`` in execution order.
-PARTS = (
-    "reproduction",
-    "search_ann",
-    "search_single_step",
-    "search_temporal",
-    "tuned",
-    "study_20ep",
-    "t_sweep",
-    "fashion",
-    "report",
+from snnbench.study_plan import (
+    Item,
+    RunSpec,
+    StudyPlan,
+    load_plan,
+    part_items,
 )
-#: The run tags (``tag``, the analysis's ``part`` column) of each part whose runs are not
-#: tagged with the part's own name.
-PART_TAGS = {
-    "reproduction": ("study",),
-    "tuned": tuple(f"tuned_{m}" for m in MODELS),
-    "fashion": ("fashion_study", "fashion_tuned"),
-}
+
+#: The study's three models (the report's rows).
+MODELS = ("ann", "single_step", "temporal")
+#: The plan run when none is named, and the quick one (``--quick``).
+DEFAULT_PLAN, QUICK_PLAN = "published", "quick"
 #: Folder (under the root) of the per-part logs, ``sessions.jsonl`` and ``best.json``.
 LOG_DIR = "study_log"
 #: Folder (under ``LOG_DIR``) of the claim locks of the items being run (not committed).
 LOCK_DIR = "locks"
+#: Folder (inside a run's folder) where the files of a run that could not be resumed are
+#: moved; hidden (a dot folder), so the analysis does not read them as a run.
+STALE_DIR = ".stale"
+#: What the runner says of a run's exit code.
+EXIT_MEANINGS = {
+    exit_codes.FAILED: "the run failed; its record says why",
+    exit_codes.BAD_INPUT: "bad config or data, nothing was run",
+    exit_codes.STALE_CHECKPOINT: "its checkpoint still cannot be resumed",
+}
 #: Seconds between the updates of a part's wall time while one of its items runs.
 LOG_EVERY_S = 60.0
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How big each part is: the full study or its quick miniature."""
-
-    name: str
-    seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 10
-    search_trials: dict[str, int] = field(
-        default_factory=lambda: {"ann": 20, "single_step": 20, "temporal": 40}
-    )
-    t_values: tuple[int, ...] = (1, 2, 5, 10, 25, 50, 100)
-    #: seeds of the tuned retraining and of the T sweep (the reproduction uses ``seeds``)
-    tuned_seeds: tuple[int, ...] = (0, 1, 2)
-    t_seeds: tuple[int, ...] = (0, 1, 2)
-    #: from this T on, the T sweep runs only its first seed (None: every seed at every T;
-    #: T=50 and 100 cost three quarters of the sweep)
-    t_one_seed_from: int | None = None
-    fashion_seeds: tuple[int, ...] = (0,)
-    #: added to every command (data size, epochs of searches ...)
-    common: tuple[str, ...] = ()
-    #: added to searches only
-    search_extra: tuple[str, ...] = ()
-    #: the study's temporal model's T (100; the quick plan shortens it)
-    study_T: int = 100
-
-
-FULL = Plan(name="full")
-QUICK = Plan(
-    name="quick",
-    seeds=(0, 1),
-    epochs=1,
-    search_trials={"ann": 3, "single_step": 3, "temporal": 3},
-    t_values=(1, 2, 4),
-    tuned_seeds=(0,),
-    t_seeds=(0,),
-    common=(
-        "dataset.train_subset=1000",
-        "dataset.eval_subset=300",
-        "trainer.batch_size=100",
-        "spiking.max_samples=100",
-    ),
-    search_extra=("trainer.epochs=1", "hydra.sweeper.pruner.name=none"),
-    study_T=8,
-)
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run: its part (``tag``), folder under the root and overrides."""
-
-    tag: str
-    path: str
-    overrides: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class SearchSpec:
-    """One Optuna search: a ``hparams_search`` preset run into a fixed sweep folder."""
-
-    tag: str
-    path: str
-    model: str
-    preset: str
-    n_trials: int
-    overrides: tuple[str, ...]
-
-
-Item = RunSpec | SearchSpec
-
-
-def study_overrides(model: str, plan: Plan) -> list[str]:
-    """The study's settings of ``model`` (its lr, 10 epochs, T=100 rate code for temporal)."""
-    if model == "temporal":
-        return ["experiment=study", f"model.num_steps={plan.study_T}"]
-    return [f"model={model}"]
-
-
-def _epochs(plan: Plan, epochs: int | None = None) -> str:
-    return f"trainer.epochs={epochs or plan.epochs}"
-
-
-def reproduction(plan: Plan) -> list[Item]:
-    return [
-        RunSpec(
-            "study",
-            f"reproduction/{m}/seed{s}",
-            (*study_overrides(m, plan), _epochs(plan), f"trainer.seed={s}"),
-        )
-        for m in MODELS
-        for s in plan.seeds
-    ]
-
-
-def search(model: str, plan: Plan) -> list[Item]:
-    return [
-        SearchSpec(
-            f"search_{model}",
-            f"search/{model}",
-            model,
-            f"study_{model}",
-            plan.search_trials[model],
-            plan.search_extra,
-        )
-    ]
-
-
-def tuned(plan: Plan, best: dict[str, list[str]]) -> list[Item]:
-    return [
-        RunSpec(
-            f"tuned_{m}",
-            f"tuned/{m}/seed{s}",
-            (f"model={m}", *best[m], _epochs(plan), f"trainer.seed={s}"),
-        )
-        for m in MODELS
-        if m in best
-        for s in plan.tuned_seeds
-    ]
-
-
-def study_20ep(plan: Plan) -> list[Item]:
-    return [
-        RunSpec(
-            "study_20ep",
-            "study_20ep/temporal/seed0",
-            (*study_overrides("temporal", plan), _epochs(plan, 2 * plan.epochs), "trainer.seed=0"),
-        )
-    ]
-
-
-def t_sweep(plan: Plan, best: dict[str, list[str]]) -> list[Item]:
-    """The best temporal recipe at each T: the first seed at every T, then the other seeds
-    (below ``plan.t_one_seed_from``) from the cheapest T up, so a study stopped early has
-    whole T values with all seeds."""
-    if "temporal" not in best:
-        return []
-    recipe = [o for o in best["temporal"] if not o.startswith("model.num_steps=")]
-    first, *others = plan.t_seeds
-    cap = plan.t_one_seed_from
-    order = [(first, t) for t in plan.t_values] + [
-        (s, t) for t in plan.t_values if cap is None or t < cap for s in others
-    ]
-    return [
-        RunSpec(
-            "t_sweep",
-            f"t_sweep/T{t}/seed{s}",
-            ("model=temporal", *recipe, f"model.num_steps={t}", _epochs(plan), f"trainer.seed={s}"),
-        )
-        for s, t in order
-    ]
-
-
-def fashion(plan: Plan, best: dict[str, list[str]]) -> list[Item]:
-    items: list[Item] = []
-    for s in plan.fashion_seeds:
-        for m in MODELS:
-            items.append(
-                RunSpec(
-                    "fashion_study",
-                    f"fashion/study/{m}/seed{s}",
-                    (
-                        "dataset=fashion_mnist",
-                        *study_overrides(m, plan),
-                        _epochs(plan),
-                        f"trainer.seed={s}",
-                    ),
-                )  # fmt: skip
-            )
-        for m in MODELS:
-            if m in best:
-                items.append(
-                    RunSpec(
-                        "fashion_tuned",
-                        f"fashion/tuned/{m}/seed{s}",
-                        (
-                            "dataset=fashion_mnist",
-                            f"model={m}",
-                            *best[m],
-                            _epochs(plan),
-                            f"trainer.seed={s}",
-                        ),
-                    )  # fmt: skip
-                )
-    return items
 
 
 # ---------------------------------------------------------------------------- execution
@@ -264,30 +72,41 @@ def run_done(run_dir: Path) -> bool:
     return rec.get("status") == "completed" and rec.get("epochs_completed") == rec.get("epochs")
 
 
-def finished_trials(sweep_dir: Path, study_name: str) -> list[Any]:
-    """The search's COMPLETE and PRUNED trials (empty when it has not started)."""
+def load_search(sweep_dir: Path, study_name: str) -> Any | None:
+    """The search's Optuna study (``optuna.db`` in its folder), None before it started."""
     db = sweep_dir / "optuna.db"
     if not db.is_file():
-        return []
+        return None
     import optuna
-    from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
+        return optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
     except KeyError:
-        return []
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        return None
 
 
-def best_overrides(sweep_dir: Path, model: str) -> list[str] | None:
-    """The best COMPLETE trial's params as overrides (highest validation accuracy)."""
+def search_done(sweep_dir: Path, study_name: str, n_trials: int) -> bool:
+    """Whether the sweeper has finished the search (its ``max_trials`` reached, failed
+    trials included, nothing running or waiting for a retry)."""
+    from snnbench.sweeps.study import search_finished
+
+    found = load_search(sweep_dir, study_name)
+    return found is not None and search_finished(found, n_trials)
+
+
+def best_overrides(sweep_dir: Path, study_name: str) -> list[str] | None:
+    """The best COMPLETE trial's params as overrides (highest validation accuracy); None
+    when the search has no completed trial."""
     from optuna.trial import TrialState
 
+    found = load_search(sweep_dir, study_name)
+    if found is None:
+        return None
     done = [
         t
-        for t in finished_trials(sweep_dir, f"study_{model}")
-        if t.state == TrialState.COMPLETE and t.value is not None
+        for t in found.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None
     ]
     if not done:
         return None
@@ -311,7 +130,9 @@ class Runner:
     ``sessions.jsonl``.
     """
 
-    def __init__(self, root: Path, plan: Plan, threads: int | None, python: str = sys.executable):
+    def __init__(
+        self, root: Path, plan: StudyPlan, threads: int | None, python: str = sys.executable
+    ):
         self.root = root
         self.plan = plan
         self.threads = threads
@@ -320,7 +141,7 @@ class Runner:
 
     def _common(self, tag: str) -> list[str]:
         extra = [f"trainer.num_threads={self.threads}"] if self.threads else []
-        return [*self.plan.common, f"tag={tag}", "trainer.progress=false", *extra]
+        return [f"tag={tag}", "trainer.progress=false", *extra]
 
     def command(self, item: Item) -> list[str]:
         """The ``python -m snnbench`` command line of an item."""
@@ -340,7 +161,7 @@ class Runner:
     def done(self, item: Item) -> bool:
         if isinstance(item, RunSpec):
             return run_done(self.root / item.path)
-        return len(finished_trials(self.root / item.path, item.preset)) >= item.n_trials
+        return search_done(self.root / item.path, item.study, item.n_trials)
 
     def run_items(self, part: str, items: Sequence[Item]) -> bool:
         """Run what is not done yet; True when every item of the part is done."""
@@ -360,12 +181,17 @@ class Runner:
         return ok
 
     def _run_item(self, part: str, items: Sequence[Item], item: Item) -> bool:
+        """Run one item; only a checkpoint the run proved unusable (exit code
+        ``STALE_CHECKPOINT``) is set aside (moved) before one more try. Any other failure
+        leaves the folder as it is, reported in one line; the study goes on."""
         print(f"[study] {now()} {part}: {item.path}", flush=True)
         rc = self._run_logged(part, items, item)
-        if rc == 2 and isinstance(item, RunSpec) and self._drop_stale(item):
+        if rc == exit_codes.STALE_CHECKPOINT and isinstance(item, RunSpec):
+            self._set_aside(item)
             rc = self._run_logged(part, items, item)
-        if rc != 0 or not self.done(item):
-            print(f"[study] {part}: {item.path} did not finish (exit {rc})")
+        if rc != exit_codes.OK or not self.done(item):
+            why = EXIT_MEANINGS.get(rc, "the run failed")
+            print(f"[study] {part}: {item.path} did not finish (exit {rc}: {why}); left as it is")
             return False
         return True
 
@@ -402,19 +228,22 @@ class Runner:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _drop_stale(self, item: RunSpec) -> bool:
-        """A checkpoint the run refused to resume (written by another version or config of
-        snnbench): remove it and the unfinished record so the run starts again. True if
-        there was one."""
-        from snnbench.results import CHECKPOINT_FILE
+    def _set_aside(self, item: RunSpec) -> Path:
+        """Move the files of a run whose checkpoint it refused to resume (another config or
+        version of snnbench) into ``.stale/<time>/`` inside its folder (hidden from the
+        analysis), so the run starts again and nothing is deleted. Returns that folder."""
+        from snnbench.results import BEST_MODEL_FILE, CHECKPOINT_FILE
 
-        ckpt = self.root / item.path / CHECKPOINT_FILE
-        if not ckpt.is_file():
-            return False
-        print(f"[study] {item.path}: its checkpoint cannot be resumed; starting it again")
-        ckpt.unlink()
-        (self.root / item.path / METRICS_FILE).unlink(missing_ok=True)
-        return True
+        run_dir = self.root / item.path
+        dest = run_dir / STALE_DIR / now().replace(":", "")
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in (CHECKPOINT_FILE, METRICS_FILE, BEST_MODEL_FILE):
+            if (run_dir / name).is_file():
+                (run_dir / name).replace(dest / name)
+        print(
+            f"[study] {item.path}: its checkpoint cannot be resumed; moved to {dest}; starting over"
+        )
+        return dest
 
     def _log_part(self, part: str, items: Sequence[Item], seconds: float) -> None:
         """Add ``seconds`` to the part's wall time (summed over sessions) and count its items."""
@@ -461,19 +290,39 @@ class Runner:
         return self.log_dir / LOCK_DIR / (item.path.replace("/", "__") + ".lock")
 
     def best(self, write: bool = True) -> dict[str, list[str]]:
-        """The best overrides of each model whose search has finished all its trials (a
-        recipe from a search still running could change; written to ``best.json``)."""
+        """The best overrides of each search part that has finished (a recipe from a search
+        still running could change; written to ``best.json``), by part name."""
         out = {}
-        for m in MODELS:
-            (spec,) = search(m, self.plan)
-            if not self.done(spec):
-                continue
-            ov = best_overrides(self.root / f"search/{m}", m)
-            if ov is not None:
-                out[m] = ov
+        for part in self.plan.parts:
+            if part.search is not None and self.recipe_state(part.name) == "ready":
+                out[part.name] = best_overrides(self.root / part.search.path, part.search.study)
         if write:
             write_json(self.log_dir / "best.json", out)
         return out
+
+    def recipe_state(self, search_part: str) -> str:
+        """``ready`` (search finished with a completed trial), ``searching`` (not finished)
+        or ``none`` (finished without any completed trial: there will be no recipe)."""
+        spec = self.plan.part(search_part).search
+        assert spec is not None, search_part
+        if not search_done(self.root / spec.path, spec.study, spec.n_trials):
+            return "searching"
+        return "ready" if best_overrides(self.root / spec.path, spec.study) else "none"
+
+    def say_missing_recipes(self, part: str) -> bool:
+        """One line per recipe ``part`` waits for or will not get; True when none is missing."""
+        ok = True
+        for search_part in self.plan.part(part).recipes:
+            state = self.recipe_state(search_part)
+            if state == "searching":
+                print(f"[study] {part}: no items of {search_part} yet: it has not finished")
+            elif state == "none":
+                print(
+                    f"[study] {part}: no items of {search_part}: it finished without a completed "
+                    "trial, so there is no recipe (see its trials.csv)"
+                )
+            ok &= state == "ready"
+        return ok
 
 
 def machine() -> dict[str, Any]:
@@ -489,94 +338,89 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "os": platform.platform()}
 
 
-#: Parts that need the searches' best recipes (``Runner.best``) to list their items.
-NEEDS_BEST = ("tuned", "t_sweep", "fashion")
-
-
-def part_items(part: str, plan: Plan, best: dict[str, list[str]]) -> list[Item]:
-    """The items of a part (not ``report``); ``best`` is used by the parts in NEEDS_BEST."""
-    if part.startswith("search_"):
-        return search(part.removeprefix("search_"), plan)
-    simple: dict[str, Callable[[Plan], list[Item]]] = {
-        "reproduction": reproduction,
-        "study_20ep": study_20ep,
-    }
-    if part in simple:
-        return simple[part](plan)
-    needs_best: dict[str, Callable[[Plan, dict[str, list[str]]], list[Item]]] = {
-        "tuned": tuned,
-        "t_sweep": t_sweep,
-        "fashion": fashion,
-    }
-    return needs_best[part](plan, best)
-
-
-def run_study(root: Path, plan: Plan, parts: Sequence[str], threads: int | None) -> int:
+def run_study(root: Path, plan: StudyPlan, parts: Sequence[str], threads: int | None) -> int:
     """Run ``parts`` of ``plan`` into ``root``; return 0 when all of them are complete."""
     runner = Runner(root, plan, threads)
     runner.start_session(parts)
     complete = True
-    for part in PARTS:
-        if part not in parts:
+    for part in plan.parts:
+        if part.name not in parts:
             continue
-        if part == "report":
-            from analysis.study import write_study_report
+        best = runner.best() if part.recipes else {}
+        if part.recipes:
+            complete &= runner.say_missing_recipes(part.name)
+        complete &= runner.run_items(part.name, part_items(part, plan, best))
+    if "report" in parts:
+        from analysis.study import write_study_report
 
-            write_study_report(root, root)
-            print(f"[study] report written to {root}")
-            continue
-        best: dict[str, list[str]] = {}
-        if part in NEEDS_BEST:
-            best = runner.best()
-            missing = [m for m in MODELS if m not in best]
-            if missing:
-                print(f"[study] {part}: no finished search yet for {', '.join(missing)}")
-                complete = False
-        complete &= runner.run_items(part, part_items(part, plan, best))
+        write_study_report(root, root)
+        print(f"[study] report written to {root}")
     return 0 if complete else 1
 
 
 def list_items(runner: Runner) -> None:
     """Print each item of the plan: done, running (another runner holds it) or todo."""
     best = runner.best(write=False)
-    for part in PARTS:
-        if part == "report":
-            continue
+    for part in runner.plan.parts:
         for item in part_items(part, runner.plan, best):
             state = "done" if runner.done(item) else ("running" if runner.held(item) else "todo")
             print(f"{state:7s}  {item.tag:16s} {item.path}  {' '.join(item.overrides)}")
-    for m in MODELS:
-        if m not in best:
-            print(f"(no tuned, T-sweep or Fashion item of {m} yet: its search has not finished)")
+    for part in runner.plan.parts:
+        if part.search is None:
+            continue
+        state = runner.recipe_state(part.name)
+        if state == "searching":
+            print(f"(no items from the recipe of {part.name} yet: it has not finished)")
+        elif state == "none":
+            print(f"(no items from the recipe of {part.name}: it has no completed trial)")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m snnbench.study",
-        description="Run the study (reproduction, searches, tuned runs, T sweep, Fashion-MNIST) "
+        description="Run a study plan (conf/study/*.yaml: parts of runs and Optuna searches) "
         "resumably into fixed folders and write its report.",
     )
-    p.add_argument("--quick", action="store_true", help="the miniature plan (minutes)")
-    p.add_argument("--root", type=Path, help="where runs and the report go "
-                   "(default docs/results, or outputs/study_quick with --quick)")  # fmt: skip
-    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), metavar="PART",
-                   help=f"parts to run, of: {', '.join(PARTS)} (default: all)")  # fmt: skip
+    p.add_argument("--plan", default=None, help=f"a plan name (study/NAME.yaml in --config-dir "
+                   f"or snnbench's conf) or a YAML file (default: {DEFAULT_PLAN})")  # fmt: skip
+    p.add_argument("--config-dir", action="append", default=[], type=Path,
+                   help="a config folder with your own study/NAME.yaml (first)")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help=f"= --plan {QUICK_PLAN} (minutes)")
+    p.add_argument("--root", type=Path, help="where runs and the report go (default: the "
+                   "plan's root)")  # fmt: skip
+    p.add_argument("--parts", nargs="+", default=None, metavar="PART",
+                   help="parts to run (default: all, then 'report')")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="trainer.num_threads of every run")
     p.add_argument("--list", action="store_true", help="print the plan's items and exit")
     args = p.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads={args.threads} is not allowed; it must be an integer >= 1")
+    if args.quick and args.plan:
+        p.error("--quick is --plan quick: give one of them")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    root = args.root or Path("outputs/study_quick" if args.quick else "docs/results")
+    try:
+        plan = load_plan(QUICK_PLAN if args.quick else args.plan or DEFAULT_PLAN, args.config_dir)
+    except ConfigError as exc:
+        print(f"snnbench.study: error: {exc}", file=sys.stderr)
+        return 2
+    parts = args.parts or [*plan.part_names, "report"]
+    unknown = [x for x in parts if x not in (*plan.part_names, "report")]
+    if unknown:
+        print(
+            f"snnbench.study: error: --parts {unknown[0]} is not a part of plan {plan.name!r}; "
+            f"its parts: {', '.join(plan.part_names)}, report",
+            file=sys.stderr,
+        )
+        return 2
+    root = args.root or Path(plan.root)
     if args.list:
         list_items(Runner(root, plan, args.threads))
         return 0
-    return run_study(root, plan, args.parts, args.threads)
+    return run_study(root, plan, parts, args.threads)
 
 
 if __name__ == "__main__":

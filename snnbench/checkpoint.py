@@ -9,6 +9,7 @@ the checkpoint, so ``best_model.pt`` (an export of them) always matches the chec
 
 from __future__ import annotations
 
+import logging
 import pickle
 import random
 from pathlib import Path
@@ -19,7 +20,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from snnbench.config import ConfigError, flatten
+from snnbench.encoding import RATE_SAMPLER
 from snnbench.results import save_torch
+
+log = logging.getLogger("snnbench")
 
 #: Config keys that may differ between a checkpoint and the run resuming it (where the same
 #: MNIST files are found is not part of the run).
@@ -54,6 +58,7 @@ def rng_state(shuffle: torch.Generator, encode_gen: torch.Generator) -> dict[str
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
         "shuffle": shuffle.get_state(),
         "encode": encode_gen.get_state(),
+        "rate_sampler": RATE_SAMPLER,
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -70,6 +75,15 @@ def set_rng_state(
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     shuffle.set_state(state["shuffle"])
     encode_gen.set_state(state["encode"])
+    if state.get("rate_sampler", "torch-random-words") != RATE_SAMPLER:
+        # same distribution, other draws: the resumed epochs are not those an unbroken
+        # run of the older snnbench would have drawn (a rate-encoded run's spikes differ)
+        log.warning(
+            "checkpoint drawn with rate sampler %r; resuming with %r (same Bernoulli "
+            "rates, different spikes from here on)",
+            state.get("rate_sampler", "torch-random-words"),
+            RATE_SAMPLER,
+        )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 

@@ -1,9 +1,10 @@
 """Encoders: uint8 images ``[B, H, W]`` -> time-first input ``[T, B, H*W]`` (float32).
 
-All encoders run on the images' device. ``rate`` is Bernoulli with
-p = gain * pixel / 255 at resolution 2**-15; ``latency`` and ``delta`` follow ``snntorch.spikegen``;
-``direct`` feeds the analog image (pixel / 255) at every step. :func:`encode_events` gives the
-spike encodings' output as :class:`~snnbench.events.SpikeEvents` (the same spikes, CPU).
+All encoders run on the images' device. ``rate`` is Bernoulli with p = gain * pixel / 255
+at resolution 2**-15, drawn from a counter-based generator; ``latency`` and ``delta``
+follow ``snntorch.spikegen``; ``direct`` feeds the analog image (pixel / 255) at every step.
+:func:`encode_events` gives the spike encodings' output as
+:class:`~snnbench.events.SpikeEvents` (the same spikes, CPU).
 """
 
 from __future__ import annotations
@@ -47,21 +48,60 @@ def rate_probability(images: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
     return torch.round(p * 2**RATE_BITS) / 2**RATE_BITS
 
 
-def rate_draws(
-    images: torch.Tensor, num_steps: int, gain: float, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The random integers and thresholds of :func:`rate`: (r int16 ``[T, B, H*W]``, uniform
-    in [0, 32767]; k1 int16 ``[B, H*W]`` = k - 1); a spike is ``r <= k1``."""
+#: Name of the rate sampler, saved with checkpoints (a resume with another sampler says so).
+RATE_SAMPLER = "splitmix64-counter-lanes15"
+
+_GAMMA, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _int64(c: int) -> int:
+    """An unsigned 64-bit constant as the signed value of the same bits (torch int64)."""
+    return c - 2**64 if c >= 2**63 else c
+
+
+def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 bits (torch's ``>>`` is arithmetic)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def rate_thresholds(images: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    """k - 1 per input, int16 ``[B, H*W]``: a spike is a uniform 15-bit lane <= k - 1, so
+    P(spike) = k / 32768 with ``k = round(32768 * clamp(gain * pixel / 255, 0, 1))``
+    (-1: never, p = 0; 32767: always, p = 1)."""
     flat = images.reshape(images.shape[0], -1)
-    shape = (num_steps, *flat.shape)
-    n = num_steps * flat.numel()
-    # k - 1 in [-1, 32767] fits int16: "r <= k - 1" is never true for p = 0, always for p = 1
     p = (to_unit(flat) * gain).clamp_(0, 1)
-    k1 = torch.round(p * 2**RATE_BITS).sub_(1).to(torch.int16)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=flat.device)
-    words.random_(-(2**63), None, generator=generator)  # full 64-bit range, uniform
-    words.bitwise_and_(0x7FFF7FFF7FFF7FFF)  # four uniform 15-bit lanes per word
-    return words.view(torch.int16)[:n].view(shape), k1
+    return torch.round(p * 2**RATE_BITS).sub_(1).to(torch.int16)
+
+
+def rate_key(generator: torch.Generator | None, device: torch.device | str = "cpu") -> int:
+    """One uniform 64-bit key per batch from ``generator`` (the run's encoding generator,
+    checkpointed): the rate sampler's stream for this batch, as a Python int."""
+    word = torch.empty(1, dtype=torch.int64, device=device)
+    word.random_(-(2**63), None, generator=generator)  # full 64-bit range, uniform
+    return int(word.item())
+
+
+def rate_torch(key: int, k1: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """The rate sampler in torch ops on ``k1``'s device: float32 ``[T, B, N]``.
+
+    SplitMix64 (a counter-based generator) at position ``n = (b*N + i)*G + g + 1`` of the
+    stream keyed by ``key``, for sample b, input i, group g of four steps (G = ceil(T/4));
+    its 64 bits give four uniform 15-bit lanes (bits 16l..16l+14) for steps ``4g + l``; a
+    spike is ``lane <= k1[b, i]``. Bit-identical to the CPU kernels of
+    :mod:`snnbench.events` (:func:`~snnbench.events.rate_dense`, ``rate_events``).
+    """
+    B, N = k1.shape
+    G = (num_steps + 3) // 4
+    dev = k1.device
+    n = torch.arange(B * N, dtype=torch.int64, device=dev).mul_(G).view(1, B, N)
+    n = n + torch.arange(1, G + 1, dtype=torch.int64, device=dev).view(G, 1, 1)
+    z = n.mul_(_int64(_GAMMA)).add_(_int64(key % 2**64))
+    z = (z ^ _srl(z, 30)) * _int64(_MIX1)
+    z = (z ^ _srl(z, 27)) * _int64(_MIX2)
+    z = z ^ _srl(z, 31)
+    lanes = torch.stack([(z >> (16 * lane)) & 0x7FFF for lane in range(4)], 1)  # [G,4,B,N]
+    spikes = lanes.reshape(4 * G, B, N)[:num_steps] <= k1.to(torch.int64)
+    return spikes.to(torch.float32)
 
 
 def rate(
@@ -70,18 +110,23 @@ def rate(
     gain: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Bernoulli rate code: ``out[t, b, i] ~ Bernoulli(gain * images[b, i] / 255)``.
+    """Bernoulli rate code: ``out[t, b, i] ~ Bernoulli(gain * images[b, i] / 255)``,
+    independent over t, b, i.
 
-    Resolution 2**-15: each draw compares a uniform 15-bit integer ``r`` in [0, 32767]
-    with ``k = round(32768 * p)`` (``r <= k - 1``), so P(spike) = k / 32768 exactly — within
-    2**-16 of ``gain * pixel / 255``, exactly 0 for black and 1 for white pixels
-    (:func:`rate_probability`). The random integers are 64-bit words from ``generator``
-    (on the images' device), each split into four 15-bit lanes: one RNG call per four spikes.
-    Shape ``[T, B, H*W]`` float32, values {0, 1}; runs on the images' device.
+    Resolution 2**-15: each draw compares a uniform 15-bit integer with ``k - 1``,
+    ``k = round(32768 * p)``, so P(spike) = k / 32768 exactly — within 2**-16 of
+    ``gain * pixel / 255``, exactly 0 for black and 1 for white pixels
+    (:func:`rate_probability`). The integers come from a counter-based generator
+    (:func:`rate_torch`) keyed by one 64-bit word drawn from ``generator`` per batch:
+    reproducible from the seed, and the same spikes as :func:`rate_events`.
+    Shape ``[T, B, H*W]`` float32, values {0, 1}; runs on the images' device (CPU: a
+    compiled kernel when numba is present).
     """
-    r, k1 = rate_draws(images, num_steps, gain, generator)
-    out = torch.empty(r.shape, dtype=torch.float32, device=r.device)
-    return torch.le(r, k1, out=out)
+    key = rate_key(generator, images.device)
+    k1 = rate_thresholds(images, gain)
+    if images.device.type == "cpu" and events.available():
+        return events.rate_dense(key, k1, num_steps)
+    return rate_torch(key, k1, num_steps)
 
 
 def rate_events(
@@ -90,13 +135,14 @@ def rate_events(
     gain: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> SpikeEvents:
-    """The spikes of :func:`rate` (same draws from the same generator state) as events:
-    per step and sample the indices of the inputs that spiked, without the dense tensor.
+    """The spikes of :func:`rate` (same key from the same generator state) as events: per
+    step and sample the indices of the inputs that spiked, without the dense tensor.
 
-    CPU only; needs numba (:func:`snnbench.events.available`).
+    Only inputs with 0 < p draw (black pixels are skipped); four steps per draw. CPU only;
+    needs numba (:func:`snnbench.events.available`).
     """
-    r, k1 = rate_draws(images, num_steps, gain, generator)
-    return events.rate_events(r, k1)
+    key = rate_key(generator, images.device)
+    return events.rate_events(key, rate_thresholds(images, gain), num_steps)
 
 
 def direct(images: torch.Tensor, num_steps: int) -> torch.Tensor:

@@ -155,7 +155,7 @@ class _LeakySeq(torch.autograd.Function):
         p: LIFParams = ctx.p
         want_b = ctx.needs_input_grad[1]
         if lif_cpu.usable(mem):
-            g, grad_b = lif_cpu.leaky_backward(mem, spk, grad_spk, grad_mem, b, p, want_b)
+            g, grad_b = lif_cpu.leaky_backward(mem, grad_spk, grad_mem, b, p, want_b)
             return g, grad_b, None
         T = mem.shape[0]
         g = torch.empty_like(mem)  # total dL/dmem[t] == dL/dcurrent[t]
@@ -185,6 +185,12 @@ class _SynapticSeq(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, current: torch.Tensor, b: torch.Tensor, p: LIFParams):
+        ctx.p = p
+        ctx.set_materialize_grads(False)
+        if lif_cpu.usable(current):  # the same loop compiled (see _LeakySeq)
+            spk, mem = lif_cpu.synaptic_forward(current, b, p)
+            ctx.save_for_backward(mem, spk, b)
+            return spk, mem
         T = current.shape[0]
         mem = torch.empty_like(current)
         spk = torch.empty_like(current)
@@ -203,15 +209,17 @@ class _SynapticSeq(torch.autograd.Function):
             elif p.reset == "zero":  # new membrane zeroed where the previous step fired
                 m.addcmul_(m, spk[t - 1], value=-1.0)
             torch.gt(m, thr, out=spk[t])
-        ctx.p = p
         ctx.save_for_backward(mem, spk, b)
-        ctx.set_materialize_grads(False)
         return spk, mem
 
     @staticmethod
     def backward(ctx, grad_spk, grad_mem):
         mem, spk, b = ctx.saved_tensors
         p: LIFParams = ctx.p
+        if lif_cpu.usable(mem):
+            want = ctx.needs_input_grad[1]
+            g, grad_b = lif_cpu.synaptic_backward(mem, grad_spk, grad_mem, b, p, want)
+            return g, grad_b, None
         T = mem.shape[0]
         a = min(max(p.alpha, 0.0), 1.0)
         out = torch.empty_like(mem)  # dL/dsyn[t] == dL/dcurrent[t]

@@ -35,6 +35,8 @@ def test_bench_runs_and_writes_ratios(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "snnTorch / fused" in out and "events / GEMM floor" in out
     assert "layer-1 fwd dense / events ms" in out
+    (goals,) = report["targets"]
+    assert goals["T"] == 2 and goals["events_total_over_gemm"] > 0 and "| goal |" in out
 
 
 def test_bench_refuses_oversized_batch(tmp_path, capsys):

@@ -240,3 +240,20 @@ def test_tiny_training_gives_the_same_metrics_with_events_on_and_off(make_cfg, t
     # layer 1's input is the same spikes exactly: its counts are equal
     assert sp_on["layers"][0]["synops_per_sample"] == sp_off["layers"][0]["synops_per_sample"]
     assert sp_on["accuracy"] == pytest.approx(sp_off["accuracy"], abs=2 / 200)
+
+
+def test_kernels_agree_on_the_calling_thread_and_split_over_threads(monkeypatch):
+    """Small work runs on the calling thread, large work in parallel chunks: the same rate
+    events (exactly) and weight gradient (to summation order) either way."""
+    images = torch.randint(0, 256, (21, 28, 28), dtype=torch.uint8)
+    g = torch.randn(13 * 21, 40, generator=torch.Generator().manual_seed(1))
+    out = {}
+    for name, threshold in (("serial", 1 << 40), ("parallel", 0)):
+        monkeypatch.setattr(events, "PARALLEL_MIN", threshold)
+        ev = encoding.rate_events(images, 13, 0.8, torch.Generator().manual_seed(2))
+        out[name] = ev, events.event_weight_grad(ev, g)
+    (ev_s, w_s), (ev_p, w_p) = out["serial"], out["parallel"]
+    assert torch.equal(ev_s.offsets, ev_p.offsets) and torch.equal(ev_s.indices, ev_p.indices)
+    assert rel_err(w_p, w_s) < 1e-6
+    exact = g.double().t() @ ev_s.to_dense().reshape(13 * 21, -1).double()
+    assert rel_err(w_s.double(), exact) < 1e-6

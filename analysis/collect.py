@@ -213,7 +213,8 @@ def parse_record(record: Any, run_dir: str) -> tuple[dict[str, Any], list[dict[s
 
     flat = flatten(config, lists_as_json=True)
     row: dict[str, Any] = {f"config.{k}": v for k, v in flat.items()}
-    is_ann = flat.get("model.name") == "ann"
+    # a non-spiking model: the ANN, or any model run without a time axis (num_steps null)
+    is_ann = flat.get("model.name") == "ann" or flat.get("model.num_steps", 0) is None
     for alias, key in ALIASES.items():
         row[alias] = None if (is_ann and alias in SPIKING_ONLY) else flat.get(key)
     for key in RECORD_METRICS:

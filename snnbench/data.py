@@ -22,6 +22,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -63,6 +64,19 @@ class DataSplits:
     val: Split
     test: Split
     source: str  # the folder the files were read from
+
+
+#: One sample's shape and the number of classes of each dataset (known without loading it).
+SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "mnist": ((1, 28, 28), 10),
+    "fashion_mnist": ((1, 28, 28), 10),
+}
+
+
+def dataset_shape(dataset: Any) -> tuple[tuple[int, ...], int]:
+    """(one sample's shape ``(C, H, W)``, number of classes) of the ``dataset`` config."""
+    _check_name(dataset.name)
+    return SHAPES[dataset.name]
 
 
 def read_idx(path: Path) -> torch.Tensor:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from snnbench import data as data_mod
+from snnbench.config import is_spiking
 from snnbench.events import SpikeEvents
 from snnbench.models import SpikingMLP
 
@@ -282,7 +283,7 @@ def spiking_metrics(
     """
     t0 = time.perf_counter()
     sp = cfg.spiking
-    is_ann = cfg.model.name == "ann"
+    is_ann = not is_spiking(cfg)
     fcs = list(model.fcs)
     device = split.images.device
     n_layers = len(fcs)
@@ -331,6 +332,8 @@ def spiking_metrics(
                     relu_out.clear()
                 else:
                     num_steps = out.mem_out.shape[0]
+                    if isinstance(x, torch.Tensor):
+                        x = x.flatten(2)  # [T, B, C, H, W] -> [T, B, in] (a view)
                     for i, inp in enumerate([x, *out.spikes[:-1]]):
                         prev = snn_ops[i]
                         # once a layer has had a non-spike input it does MACs: skip the test

@@ -56,12 +56,13 @@ class TrainingDiverged(RuntimeError):
 class _State:
     """What one run carries between epochs (restored from a checkpoint on resume)."""
 
-    def __init__(self, cfg: DictConfig, device: torch.device):
+    def __init__(self, cfg: DictConfig, device: torch.device, model: nn.Module):
+        """``model``: built by :func:`_build_model` (its weights drawn from ``trainer.seed``)."""
         seed = int(cfg.trainer.seed)
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed)
-        self.model = build_model(cfg).to(device)
+        self.model = model.to(device)
         self.optimizer, self.scheduler = build_optimizer(cfg, self.model)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.encode_gen = torch.Generator(device=device).manual_seed(seed + 1)
@@ -114,6 +115,8 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
     unless it is an ``optuna.TrialPruned`` (recorded as ``pruned``).
     """
     validate(cfg)
+    input_shape, num_classes = data_mod.dataset_shape(cfg.dataset)
+    model = _build_model(cfg, input_shape, num_classes)  # a bad _target_ stops before any data
     trackers = open_loggers(cfg)  # experiment trackers (cfg.logger); none by default
     run_dir = Path(cfg.run_dir)
     device = resolve_device(cfg.trainer.device)
@@ -131,7 +134,7 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
     splits = data_mod.DataSplits(
         splits.train.to(device), splits.val.to(device), splits.test.to(device), splits.source
     )
-    state = _State(cfg, device)
+    state = _State(cfg, device, model)
     record["n_params"] = count_parameters(state.model)
     if checkpoint is not None:
         state.restore(checkpoint, record)
@@ -142,7 +145,7 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
 
     metrics_path = run_dir / METRICS_FILE
     write_json(metrics_path, record)
-    batcher = Batcher(cfg)
+    batcher = Batcher(cfg, input_shape)
     trackers.start(cfg, run_dir)
     try:
         for epoch in range(state.start_epoch, cfg.trainer.epochs + 1):
@@ -167,6 +170,12 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
         trackers.finish(record)
         raise
     return objective(cfg, record)
+
+
+def _build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The run's model, its initial weights drawn from ``trainer.seed``."""
+    torch.manual_seed(int(cfg.trainer.seed))
+    return build_model(cfg, input_shape, num_classes)
 
 
 def _eval_seed(cfg: DictConfig) -> int:

@@ -58,6 +58,7 @@ def _our_spikes(run_dir: Path, n: int = 32) -> tuple[torch.Tensor, list[torch.Te
     x = Batcher(cfg)(splits.test.images[:n], torch.Generator().manual_seed(0))
     if not isinstance(x, torch.Tensor):  # event input (layer 1 on CPU): the same spikes
         x = x.to_dense()
+    x = x.flatten(2)  # [T, n, 1, 28, 28] images -> [T, n, 784]
     with torch.no_grad():
         out = model(x)
     for layer in out.spikes:  # a test with silent layers would prove little

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from snnbench import hooks
 from snnbench.contract import Neuron, build_model
 from snnbench.engine import neuron_sequence
 from snnbench.events import SpikeEvents, event_linear
@@ -150,8 +151,10 @@ class SpikingMLP(nn.Module):
         for fc, beta in zip(self.fcs, self.layer_betas()):
             if isinstance(h, SpikeEvents):  # sum the weight columns of the inputs that spiked
                 cur = event_linear(h, fc)
+                hooks.count_events(fc, h)  # counted by the spiking metrics, step by step
             elif h.stride(0) == 0:  # the same input at every step (direct encoding): one Linear
-                cur = fc(h[0]).unsqueeze(0).expand(T, B, -1)
+                with hooks.repeated(T):  # counted as the T applications it stands for
+                    cur = fc(h[0]).unsqueeze(0).expand(T, B, -1)
             else:
                 cur = fc(h.reshape(T * B, -1)).reshape(T, B, -1)
             h, mem = neuron_sequence(self.neuron, cur, self.params, beta)

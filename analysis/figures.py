@@ -272,7 +272,7 @@ def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     import torch
     from omegaconf import OmegaConf
 
-    from snnbench import data as data_mod
+    from snnbench.datasets import load_dataset
     from snnbench.evaluation import EVAL_SEED_OFFSET
     from snnbench.inputs import Batcher
     from snnbench.models import build_model
@@ -286,9 +286,7 @@ def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     state = torch.load(run_dir / BEST_MODEL_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()
-    ds = OmegaConf.to_container(cfg.dataset, resolve=True)
-    ds.update(download=False)
-    splits = data_mod.load(**ds)
+    splits = load_dataset(cfg.dataset, download=False)
     first = splits.test.images[: int(cfg.trainer.eval_batch_size)]  # evaluate()'s first batch
     images = first[:n_digits]
     labels = splits.test.labels[:n_digits]

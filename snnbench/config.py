@@ -75,7 +75,12 @@ class OptimizerConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = "mnist"  # mnist | fashion_mnist
+    """The ``dataset`` group: ``_target_`` names the dataset object (see
+    :mod:`snnbench.datasets`); the split keys are the harness's, the others the object's
+    arguments (the schema is open to more)."""
+
+    _target_: str = "snnbench.datasets.IDXDataset"
+    name: str = "mnist"  # a label; IDXDataset: mnist | fashion_mnist
     root: str | None = None  # None: $SNNBENCH_DATA, then the user's cache (data.cache_dir)
     download: bool = True
     val_size: int = 5000  # seeded hold-out from the training set
@@ -116,7 +121,8 @@ ENGINES = ("fused", "snntorch")
 EVENT_INPUT = ("auto", "on", "off")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step")
-DATASETS = ("mnist", "fashion_mnist")
+DATASETS = ("mnist", "fashion_mnist")  # the IDX datasets
+IDX_DATASET = "snnbench.datasets.IDXDataset"
 OPTIMIZED_METRICS = ("best_val_acc", "final_val_acc")  # what run() returns to a sweeper
 
 _SCHEMAS = {
@@ -149,12 +155,13 @@ def register_configs() -> None:
     """Store each group's schema as the root config ``<group>_schema`` (idempotent).
 
     Group YAMLs extend it with ``- /<group>_schema@_here_`` in their defaults list.
-    The model schema types the harness's keys but stays open to the model's own arguments.
+    The model and dataset schemas type the harness's keys but stay open to the object's own
+    arguments.
     """
     cs = ConfigStore.instance()
     for group, schema in _SCHEMAS.items():
         node = OmegaConf.structured(schema)
-        if group == "model":
+        if group in ("model", "dataset"):
             OmegaConf.set_struct(node, False)
         cs.store(name=f"{group}_schema", node=node, provider="snnbench")
 
@@ -297,13 +304,15 @@ def validate(cfg: DictConfig) -> None:
     _check(
         cfg, "optimizer.min_lr", _finite(o.min_lr) and 0 <= o.min_lr <= o.lr, "in [0, optimizer.lr]"
     )
-    _choice(cfg, "dataset.name", DATASETS)
-    _check(
-        cfg,
-        "dataset.val_size",
-        1 <= d.val_size < 60000,
-        "an integer in [1, 59999] (validation images held out of the training set)",
-    )
+    if str(d.get("_target_") or IDX_DATASET) == IDX_DATASET:
+        _choice(cfg, "dataset.name", DATASETS)
+        _check(
+            cfg,
+            "dataset.val_size",
+            1 <= d.val_size < 60000,
+            "an integer in [1, 59999] (validation images held out of the training set)",
+        )
+    _check(cfg, "dataset.val_size", d.val_size >= 1, "an integer >= 1")
     _check(
         cfg,
         "dataset.train_subset",

@@ -152,7 +152,7 @@ def build_model(
     from hydra.utils import instantiate
 
     if input_shape is None or num_classes is None:
-        from snnbench.data import dataset_shape
+        from snnbench.datasets import dataset_shape
 
         shape, classes = dataset_shape(cfg.dataset)
         input_shape = shape if input_shape is None else input_shape

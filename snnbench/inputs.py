@@ -22,7 +22,7 @@ class Batcher:
 
     def __init__(self, cfg: DictConfig, input_shape: tuple[int, ...] | None = None):
         if input_shape is None:
-            from snnbench.data import dataset_shape
+            from snnbench.datasets import dataset_shape
 
             input_shape = dataset_shape(cfg.dataset)[0]
         self.input_shape = tuple(input_shape)

@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from snnbench import checkpoint as ckpt
 from snnbench import data as data_mod
 from snnbench.config import resolve_device, validate
+from snnbench.datasets import dataset_shape, load_dataset
 from snnbench.evaluation import EVAL_SEED_OFFSET, evaluate, logits_of
 from snnbench.inputs import Batcher
 from snnbench.loggers import open_loggers
@@ -115,7 +116,7 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
     unless it is an ``optuna.TrialPruned`` (recorded as ``pruned``).
     """
     validate(cfg)
-    input_shape, num_classes = data_mod.dataset_shape(cfg.dataset)
+    input_shape, num_classes = dataset_shape(cfg.dataset)  # the dataset object, not loaded
     model = _build_model(cfg, input_shape, num_classes)  # a bad _target_ stops before any data
     trackers = open_loggers(cfg)  # experiment trackers (cfg.logger); none by default
     run_dir = Path(cfg.run_dir)
@@ -129,7 +130,7 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
             log.info("%s already completed %d epochs", run_dir, checkpoint["epoch"])
             return objective(cfg, finished)
 
-    splits = data_mod.load(**OmegaConf.to_container(cfg.dataset, resolve=True))
+    splits = load_dataset(cfg.dataset)
     record = new_record(cfg, splits, device)
     splits = data_mod.DataSplits(
         splits.train.to(device), splits.val.to(device), splits.test.to(device), splits.source

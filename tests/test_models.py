@@ -123,3 +123,16 @@ def test_cli_bad_target_stops_before_any_data_loads(tmp_path, override):
     assert len(lines) == 1 and lines[0].startswith("snnbench: error: model.")
     assert "_target_" in lines[0] and "mnist" not in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_checkpoint_from_before_models_were_objects_still_resumes(make_cfg, tmp_path):
+    from snnbench import checkpoint as ckpt
+
+    cfg = make_cfg("model=ann")
+    old = OmegaConf.to_container(cfg, resolve=True)
+    del old["model"]["_target_"], old["dataset"]["_target_"]
+    old["model"].update(readout="mean_mem", engine="fused")  # the old schema gave the ANN these
+    ckpt.check_same_config({"config": ckpt.comparable(OmegaConf.create(old))}, cfg, tmp_path)
+    old["model"]["hidden"] = [5]  # a real difference is still refused
+    with pytest.raises(ConfigError, match="differs in model.hidden\\)"):
+        ckpt.check_same_config({"config": ckpt.comparable(OmegaConf.create(old))}, cfg, tmp_path)

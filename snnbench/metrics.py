@@ -340,7 +340,8 @@ def spiking_metrics(
                         acc[2] += s.numel()
                 if spiking:
                     num_steps = int(cfg.model.num_steps)
-                if spiking and mem_out is not None and readout in ("mean_mem", "spike_count"):
+                curve = readout == "mean_mem" or (readout == "spike_count" and spikes)
+                if spiking and mem_out is not None and curve:
                     num_steps = mem_out.shape[0]
                     preds = cumulative_predictions(mem_out, spikes[-1], readout)
                     preds[-1] = logits.argmax(1)  # the model's own readout at t = T

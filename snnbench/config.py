@@ -286,7 +286,8 @@ def validate(cfg: DictConfig) -> None:
             cfg,
             "model.event_input",
             takes_events(cfg) and e.name in SPIKE_ENCODINGS,
-            f"auto or off here: 'on' needs a spiking model with {needs}",
+            f"auto or off here: 'on' needs a spiking MLP (model=temporal or single_step) "
+            f"with {needs}",
         )
     _choice(cfg, "optimizer.name", OPTIMIZERS)
     _check(cfg, "optimizer.lr", _finite(o.lr) and o.lr > 0, "a number > 0")

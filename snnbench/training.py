@@ -26,6 +26,7 @@ from torch import nn
 from snnbench import checkpoint as ckpt
 from snnbench import data as data_mod
 from snnbench.config import resolve_device, validate
+from snnbench.credentials import mask_config
 from snnbench.datasets import dataset_shape, load_dataset
 from snnbench.evaluation import EVAL_SEED_OFFSET, evaluate, logits_of
 from snnbench.inputs import Batcher
@@ -35,6 +36,7 @@ from snnbench.models import build_model, count_parameters
 from snnbench.optim import build_optimizer
 from snnbench.record import (
     add_epoch,
+    continue_record,
     end_status,
     finished_record,
     new_record,
@@ -78,9 +80,7 @@ class _State:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         ckpt.set_rng_state(checkpoint["rng"], self.shuffle_gen, self.encode_gen)
         self.best_state = checkpoint["best_model"]
-        record.update(checkpoint["record"])
-        record["status"] = "running"
-        record["resumed_at_epoch"] = checkpoint["epoch"]
+        continue_record(record, checkpoint["record"], checkpoint["epoch"])
         self.start_epoch = checkpoint["epoch"] + 1
 
     def save(self, path: Path, cfg: DictConfig, epoch: int, record: dict[str, Any]) -> None:
@@ -115,6 +115,7 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
     uses it to report and prune); an exception it raises ends the run, recorded as failed
     unless it is an ``optuna.TrialPruned`` (recorded as ``pruned``).
     """
+    mask_config(cfg)  # a URL password from a config file stays out of records and trackers
     validate(cfg)
     input_shape, num_classes = dataset_shape(cfg.dataset)  # the dataset object, not loaded
     model = _build_model(cfg, input_shape, num_classes)  # a bad _target_ stops before any data

@@ -272,6 +272,7 @@ def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     import torch
     from omegaconf import OmegaConf
 
+    from snnbench.config import is_spiking
     from snnbench.datasets import load_dataset
     from snnbench.evaluation import EVAL_SEED_OFFSET
     from snnbench.inputs import Batcher
@@ -280,7 +281,7 @@ def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     run_dir = Path(run_dir)
     record = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
     cfg = OmegaConf.create(record["config"])
-    if cfg.model.get("num_steps") is None:  # the ANN, or any non-spiking model
+    if not is_spiking(cfg):  # the ANN, or any non-spiking model
         raise ValueError(f"{run_dir}: a non-spiking run ({cfg.model.name}) has no spikes")
     model = build_model(cfg)
     state = torch.load(run_dir / BEST_MODEL_FILE, map_location="cpu", weights_only=True)

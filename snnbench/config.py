@@ -166,10 +166,19 @@ def register_configs() -> None:
         cs.store(name=f"{group}_schema", node=node, provider="snnbench")
 
 
-def is_spiking(cfg: DictConfig) -> bool:
-    """Whether the model is fed a time axis (``model.num_steps`` set): the encoding, neuron
-    and spiking counts apply. ``num_steps: null`` means a non-spiking model (the ANN)."""
-    return cfg.model.get("num_steps") is not None
+#: Built-in models without a time axis: they ignore ``model.num_steps`` (a sweep may set it).
+NON_SPIKING_TARGETS = ("snnbench.models.ann_mlp", "snnbench.models.ANN", "snnbench.conv.ConvANN")
+
+
+def is_spiking(cfg: DictConfig | Mapping[str, Any]) -> bool:
+    """Whether the model is fed a time axis: the encoding, neuron and spiking counts apply.
+    ``model.num_steps: null`` means a non-spiking model; the built-in non-spiking models
+    (the ANNs; an old record's ``name: ann``) are non-spiking whatever ``num_steps`` says."""
+    m = cfg["model"]
+    target = m.get("_target_")
+    if target in NON_SPIKING_TARGETS or (target is None and m.get("name") == "ann"):
+        return False
+    return m.get("num_steps") is not None
 
 
 #: The fused spiking MLP: the only model that takes spike events as input.

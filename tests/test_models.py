@@ -136,3 +136,15 @@ def test_checkpoint_from_before_models_were_objects_still_resumes(make_cfg, tmp_
     old["model"]["hidden"] = [5]  # a real difference is still refused
     with pytest.raises(ConfigError, match="differs in model.hidden\\)"):
         ckpt.check_same_config({"config": ckpt.comparable(OmegaConf.create(old))}, cfg, tmp_path)
+
+
+@pytest.mark.parametrize("option", ["ann", "conv_ann"])
+def test_non_spiking_models_ignore_a_swept_num_steps(make_cfg, option):
+    """A sweep over model.num_steps may include the ANNs: they stay non-spiking."""
+    from snnbench.config import is_spiking
+    from snnbench.inputs import Batcher
+
+    cfg = make_cfg(f"model={option}", "model.num_steps=15")
+    assert not is_spiking(cfg)
+    x = Batcher(cfg)(torch.zeros(2, 28, 28, dtype=torch.uint8), None)
+    assert x.shape == (2, 1, 28, 28) and build_model(cfg)(x).shape == (2, 10)

@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 # one stamp per checkout, so an environment shared by several checkouts installs each
 STAMP := $(VENV)/.snnbench-installed-$(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1)
 
-.PHONY: install run test test-fast lint format bench wheel study study-quick
+.PHONY: install run test test-fast lint format bench bench-conv wheel study study-quick
 
 install: $(STAMP)
 
@@ -43,6 +43,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m snnbench.bench $(ARGS)
+
+bench-conv: $(STAMP)
+	$(PY) -m snnbench.conv_bench $(ARGS)
 
 # the wheel (configs inside: snnbench/conf) into dist/
 wheel: $(STAMP)

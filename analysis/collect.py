@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from snnbench.config import flatten
+from snnbench.config import flatten, is_spiking
 
 METRICS_FILE = "metrics.json"
 OPTUNA_DB = "optuna.db"
@@ -213,7 +213,12 @@ def parse_record(record: Any, run_dir: str) -> tuple[dict[str, Any], list[dict[s
 
     flat = flatten(config, lists_as_json=True)
     row: dict[str, Any] = {f"config.{k}": v for k, v in flat.items()}
-    is_ann = flat.get("model.name") == "ann"
+    # a non-spiking model: the ANNs, or any model run without a time axis (num_steps null)
+    model = config["model"]
+    if "num_steps" in model:
+        is_ann = not is_spiking({"model": model})
+    else:  # a hand-written record
+        is_ann = model.get("name") == "ann"
     for alias, key in ALIASES.items():
         row[alias] = None if (is_ann and alias in SPIKING_ONLY) else flat.get(key)
     for key in RECORD_METRICS:

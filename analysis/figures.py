@@ -272,7 +272,8 @@ def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     import torch
     from omegaconf import OmegaConf
 
-    from snnbench import data as data_mod
+    from snnbench.config import is_spiking
+    from snnbench.datasets import load_dataset
     from snnbench.evaluation import EVAL_SEED_OFFSET
     from snnbench.inputs import Batcher
     from snnbench.models import build_model
@@ -280,15 +281,13 @@ def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     run_dir = Path(run_dir)
     record = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
     cfg = OmegaConf.create(record["config"])
-    if cfg.model.name == "ann":
-        raise ValueError(f"{run_dir}: an ANN run has no spikes")
+    if not is_spiking(cfg):  # the ANN, or any non-spiking model
+        raise ValueError(f"{run_dir}: a non-spiking run ({cfg.model.name}) has no spikes")
     model = build_model(cfg)
     state = torch.load(run_dir / BEST_MODEL_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()
-    ds = OmegaConf.to_container(cfg.dataset, resolve=True)
-    ds.update(download=False)
-    splits = data_mod.load(**ds)
+    splits = load_dataset(cfg.dataset, download=False)
     first = splits.test.images[: int(cfg.trainer.eval_batch_size)]  # evaluate()'s first batch
     images = first[:n_digits]
     labels = splits.test.labels[:n_digits]

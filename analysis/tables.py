@@ -200,7 +200,7 @@ def study_table(runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
         if variants[r["model"]] > 1 and r["model"] != "ann":
             name += f" ({_cell(r['encoding'])}, {_cell(r['neuron'])})"
         acc = _pct(r["mean"], r["std"]) + f" % (n={int(r['size'])})"
-        spiking = r["model"] != "ann"
+        spiking = r["model"] != "ann" and not pd.isna(r["T"])  # no time axis: non-spiking
         rows.append(
             [
                 name,

@@ -26,18 +26,21 @@ MAX_SHEAR_DEG = 45.0
 
 
 def shift(images: torch.Tensor, max_px: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by ``(dy, dx)`` drawn uniformly from ``[-max_px, max_px]``,
-    filling with 0 (black). uint8 ``[B, H, W]`` -> uint8 ``[B, H, W]``; exact (no resampling)."""
+    """Translate each image by ``(dy, dx)`` drawn uniformly from ``[-max_px, max_px]`` (the
+    same for all its channels), filling with 0 (black). uint8 ``[B, H, W]`` or
+    ``[B, C, H, W]`` -> the same shape; exact (no resampling)."""
     if max_px == 0:
         return images
-    b, h, w = images.shape
-    offsets = torch.randint(-max_px, max_px + 1, (2, b), generator=generator)
-    offsets = offsets.to(images.device)
-    padded = F.pad(images, (max_px, max_px, max_px, max_px))
-    rows = (max_px - offsets[0])[:, None, None] + torch.arange(h, device=images.device)[:, None]
-    cols = (max_px - offsets[1])[:, None, None] + torch.arange(w, device=images.device)[None, :]
-    batch = torch.arange(b, device=images.device)[:, None, None]
-    return padded[batch, rows, cols]
+    b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+    x = images.reshape(b, -1, h, w)
+    dev = images.device
+    offsets = torch.randint(-max_px, max_px + 1, (2, b), generator=generator).to(dev)
+    padded = F.pad(x, (max_px, max_px, max_px, max_px))
+    rows = (max_px - offsets[0])[:, None, None, None] + torch.arange(h, device=dev)[:, None]
+    cols = (max_px - offsets[1])[:, None, None, None] + torch.arange(w, device=dev)[None, :]
+    batch = torch.arange(b, device=dev)[:, None, None, None]
+    chan = torch.arange(x.shape[1], device=dev)[None, :, None, None]
+    return padded[batch, chan, rows, cols].reshape(images.shape)
 
 
 def affine(
@@ -49,7 +52,7 @@ def affine(
 ) -> torch.Tensor:
     """A random rotation (±``rotate_deg``), zoom (×(1 ± ``scale``)) and shear (±``shear_deg``)
     per image about its centre, bilinear, zero fill, rounded back to uint8.
-    uint8 ``[B, H, W]`` -> uint8 ``[B, H, W]``."""
+    uint8 ``[B, H, W]`` or ``[B, C, H, W]`` -> the same shape."""
     if rotate_deg == 0 and scale == 0 and shear_deg == 0:
         return images
     b = images.shape[0]
@@ -64,12 +67,12 @@ def affine(
     s[:, 0, 0], s[:, 0, 1], s[:, 1, 1] = 1.0, sh, 1.0
     inverse = torch.linalg.inv(a @ s) / zoom[:, None, None]
     inverse = inverse.to(device=images.device, dtype=torch.float32)
-    h, w = images.shape[1:]
+    h, w = images.shape[-2:]
     grid = _base_grid(h, w, images.device).expand(b, -1, -1) @ inverse.transpose(1, 2)
-    x = images.unsqueeze(1).to(torch.float32)
+    x = images.reshape(b, -1, h, w).to(torch.float32)
     grid = grid.reshape(b, h, w, 2)  # = affine_grid(theta with no translation), cheaper
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.squeeze(1).round_().clamp_(0, 255).to(torch.uint8)
+    return out.round_().clamp_(0, 255).to(torch.uint8).reshape(images.shape)
 
 
 def _base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:

@@ -114,10 +114,26 @@ def load(path: Path) -> dict[str, Any]:
         ) from None
 
 
+def _legacy_targets(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """A checkpoint from before models and datasets were objects: its config has no
+    ``_target_`` (give it the built-in one its name meant) and may hold model keys the
+    built-in model no longer has (the ANN's readout and engine: never read, dropped)."""
+    from snnbench.contract import LEGACY_TARGETS
+    from snnbench.datasets import IDX_TARGET
+
+    if "model._target_" in old:
+        return
+    old["model._target_"] = LEGACY_TARGETS.get(str(old.get("model.name")))
+    old.setdefault("dataset._target_", IDX_TARGET)
+    for key in [k for k in old if k.startswith("model.") and k not in new]:
+        del old[key]
+
+
 def check_same_config(checkpoint: dict[str, Any], cfg: DictConfig, run_dir: Path) -> None:
     """Refuse to resume a checkpoint written under another config, naming the keys."""
     # filtered again: a checkpoint written when fewer keys were free still resumes
     old, new = _binding(checkpoint["config"]), comparable(cfg)
+    _legacy_targets(old, new)
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
         raise CheckpointMismatch(

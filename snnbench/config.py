@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from snnbench.events import SPIKE_ENCODINGS
 
@@ -27,12 +27,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = "temporal"  # ann | single_step | temporal
-    hidden: list[int] = field(default_factory=lambda: [256, 128])
-    num_steps: int | None = 100  # T; None for the ANN
-    readout: str = "mean_mem"  # mean_mem | spike_count (SNNs)
-    engine: str = "fused"  # fused | snntorch (SNNs)
-    event_input: str = "auto"  # auto | on | off: layer 1 fed spike events (CPU, fused engine)
+    """The keys the harness reads from the ``model`` group. Every other key of a model YAML
+    is an argument of its ``_target_`` (the schema is open: see :func:`register_configs`)."""
+
+    _target_: str = "snnbench.models.spiking_mlp"  # the model's class or factory
+    name: str = "temporal"  # a label for records and analysis (ann | single_step | temporal ...)
+    num_steps: int | None = 100  # T: the model is fed [T, B, ...]; null: [B, ...] (no time axis)
+    event_input: str = "auto"  # auto | on | off: layer 1 fed spike events (CPU, fused MLP)
     lr: float = 1e-4  # the study's learning rate for this model (optimizer.lr's default)
 
 
@@ -74,7 +75,12 @@ class OptimizerConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = "mnist"  # mnist | fashion_mnist
+    """The ``dataset`` group: ``_target_`` names the dataset object (see
+    :mod:`snnbench.datasets`); the split keys are the harness's, the others the object's
+    arguments (the schema is open to more)."""
+
+    _target_: str = "snnbench.datasets.IDXDataset"
+    name: str = "mnist"  # a label; IDXDataset: mnist | fashion_mnist
     root: str | None = None  # None: $SNNBENCH_DATA, then the user's cache (data.cache_dir)
     download: bool = True
     val_size: int = 5000  # seeded hold-out from the training set
@@ -105,7 +111,8 @@ class SpikingConfig:
     max_samples: int | None = None  # None = the whole test split; N = its first N images
 
 
-MODELS = ("ann", "single_step", "temporal")
+#: The ``model`` keys the harness reads; the others are passed to the model's ``_target_``.
+MODEL_HARNESS_KEYS = ("_target_", "name", "num_steps", "event_input", "lr")
 ENCODINGS = ("rate", "latency", "delta", "direct")
 NEURONS = ("leaky", "synaptic")
 RESETS = ("subtract", "zero", "none")
@@ -115,7 +122,8 @@ ENGINES = ("fused", "snntorch")
 EVENT_INPUT = ("auto", "on", "off")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step")
-DATASETS = ("mnist", "fashion_mnist")
+DATASETS = ("mnist", "fashion_mnist")  # the IDX datasets
+IDX_DATASET = "snnbench.datasets.IDXDataset"
 OPTIMIZED_METRICS = ("best_val_acc", "final_val_acc")  # what run() returns to a sweeper
 
 _SCHEMAS = {
@@ -148,10 +156,48 @@ def register_configs() -> None:
     """Store each group's schema as the root config ``<group>_schema`` (idempotent).
 
     Group YAMLs extend it with ``- /<group>_schema@_here_`` in their defaults list.
+    The model and dataset schemas type the harness's keys but stay open to the object's own
+    arguments.
     """
     cs = ConfigStore.instance()
-    for group, node in _SCHEMAS.items():
+    for group, schema in _SCHEMAS.items():
+        node = OmegaConf.structured(schema)
+        if group in ("model", "dataset"):
+            OmegaConf.set_struct(node, False)
         cs.store(name=f"{group}_schema", node=node, provider="snnbench")
+
+
+#: Built-in models without a time axis: they ignore ``model.num_steps`` (a sweep may set it).
+NON_SPIKING_TARGETS = ("snnbench.models.ann_mlp", "snnbench.models.ANN", "snnbench.conv.ConvANN")
+
+
+def is_spiking(cfg: DictConfig | Mapping[str, Any]) -> bool:
+    """Whether the model is fed a time axis: the encoding, neuron and spiking counts apply.
+    ``model.num_steps: null`` means a non-spiking model; the built-in non-spiking models
+    (the ANNs; an old record's ``name: ann``) are non-spiking whatever ``num_steps`` says."""
+    m = cfg["model"]
+    target = m.get("_target_")
+    if target in NON_SPIKING_TARGETS or (target is None and m.get("name") == "ann"):
+        return False
+    return m.get("num_steps") is not None
+
+
+#: The fused spiking MLP: the only model that takes spike events as input.
+EVENT_MODEL_TARGETS = ("snnbench.models.spiking_mlp", "snnbench.models.SpikingMLP")
+
+
+def takes_events(cfg: DictConfig) -> bool:
+    """Whether the model can be fed :class:`~snnbench.events.SpikeEvents` (the fused MLP).
+    A config without ``_target_`` (a record from before models were objects) is an MLP."""
+    m = cfg.model
+    target = m.get("_target_")
+    mlp = target in EVENT_MODEL_TARGETS or (target is None and m.get("name") != "ann")
+    return is_spiking(cfg) and mlp and m.get("engine", "fused") == "fused"
+
+
+def _ours(cfg: DictConfig) -> bool:
+    """Whether the model is one of snnbench's (whose arguments :func:`validate` checks)."""
+    return str(cfg.model.get("_target_") or "snnbench.").startswith("snnbench.")
 
 
 def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
@@ -198,23 +244,32 @@ def _check_encoder(cfg: DictConfig) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check ranges and choices of a composed config; raise ConfigError on the first bad key."""
     m, n, e, o, d, t = cfg.model, cfg.neuron, cfg.encoding, cfg.optimizer, cfg.dataset, cfg.trainer
-    _choice(cfg, "model.name", MODELS)
+    _check(cfg, "model.name", isinstance(m.name, str) and m.name.strip() != "", "a non-empty label")
     _check(
         cfg,
-        "model.hidden",
-        len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden),
-        "a non-empty list of layer sizes >= 1",
+        "model._target_",
+        isinstance(m.get("_target_"), str) and m._target_.strip() != "",
+        "the import path of the model's class or factory (e.g. mypkg.nets.MyNet)",
     )
+    if _ours(cfg) and "hidden" in m:
+        _check(
+            cfg,
+            "model.hidden",
+            len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden),
+            "a non-empty list of layer sizes >= 1",
+        )
     _check(cfg, "model.lr", _finite(m.lr) and m.lr > 0, "a number > 0")
-    if m.name != "ann":
+    if is_spiking(cfg):
         _check(
             cfg,
             "model.num_steps",
-            m.num_steps is not None and m.num_steps >= 1,
-            "an integer >= 1 (the number of time steps T)",
+            m.num_steps >= 1,
+            "an integer >= 1 (the number of time steps T), or null for a non-spiking model",
         )
-        _choice(cfg, "model.readout", READOUTS)
-        _choice(cfg, "model.engine", ENGINES)
+        if _ours(cfg) and "readout" in m:
+            _choice(cfg, "model.readout", READOUTS)
+        if _ours(cfg) and "engine" in m:
+            _choice(cfg, "model.engine", ENGINES)
         _choice(cfg, "encoding.name", ENCODINGS)
         _check(cfg, "encoding.gain", _finite(e.gain) and 0 < e.gain <= 1, "in (0, 1]")
         _check(cfg, "encoding.tau", _finite(e.tau) and e.tau > 0, "a number > 0")
@@ -240,8 +295,9 @@ def validate(cfg: DictConfig) -> None:
         _check(
             cfg,
             "model.event_input",
-            m.name != "ann" and m.engine == "fused" and e.name in SPIKE_ENCODINGS,
-            f"auto or off here: 'on' needs a spiking model with {needs}",
+            takes_events(cfg) and e.name in SPIKE_ENCODINGS,
+            f"auto or off here: 'on' needs a spiking MLP (model=temporal or single_step) "
+            f"with {needs}",
         )
     _choice(cfg, "optimizer.name", OPTIMIZERS)
     _check(cfg, "optimizer.lr", _finite(o.lr) and o.lr > 0, "a number > 0")
@@ -259,13 +315,15 @@ def validate(cfg: DictConfig) -> None:
     _check(
         cfg, "optimizer.min_lr", _finite(o.min_lr) and 0 <= o.min_lr <= o.lr, "in [0, optimizer.lr]"
     )
-    _choice(cfg, "dataset.name", DATASETS)
-    _check(
-        cfg,
-        "dataset.val_size",
-        1 <= d.val_size < 60000,
-        "an integer in [1, 59999] (validation images held out of the training set)",
-    )
+    if str(d.get("_target_") or IDX_DATASET) == IDX_DATASET:
+        _choice(cfg, "dataset.name", DATASETS)
+        _check(
+            cfg,
+            "dataset.val_size",
+            1 <= d.val_size < 60000,
+            "an integer in [1, 59999] (validation images held out of the training set)",
+        )
+    _check(cfg, "dataset.val_size", d.val_size >= 1, "an integer >= 1")
     _check(
         cfg,
         "dataset.train_subset",

@@ -32,6 +32,8 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _TV_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+#: The IDX datasets this module reads (``dataset.name`` of ``snnbench.datasets.IDXDataset``).
+SOURCES = tuple(_TV_FOLDER)
 _SYSTEM_DIRS = {"fashion_mnist": ["/usr/share/datasets/fashion-mnist"], "mnist": []}
 _MAGIC = {2049: 1, 2051: 3}  # labels: 1 dim; images: 3 dims
 DOWNLOAD_TIMEOUT_S = 30.0  # per network operation while downloading
@@ -45,7 +47,7 @@ class DataError(RuntimeError):
 
 @dataclass
 class Split:
-    """Images ``[N, 28, 28]`` uint8 and labels ``[N]`` int64, kept in memory."""
+    """Images ``[N, H, W]`` or ``[N, C, H, W]`` uint8 and labels ``[N]`` int64, in memory."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -265,20 +267,12 @@ def _read_all(name: str, files: dict[str, Path], refetch_in: Path | None) -> dic
     return tensors
 
 
-def load(
-    name: str = "mnist",
-    root: str | None = None,
-    download: bool = True,
-    val_size: int = 5000,
-    split_seed: int = 0,
-    train_subset: int | None = None,
-    eval_subset: int | None = None,
-) -> DataSplits:
-    """Load a dataset into memory and split a seeded validation set off the training set.
+def read_idx_dataset(name: str, root: str | None, download: bool) -> tuple[Split, Split, str]:
+    """The full training and test sets of IDX dataset ``name`` (MNIST, Fashion-MNIST) as
+    uint8 ``[N, 28, 28]`` images and int64 labels, and the folder they were read from.
 
-    ``train_subset`` keeps the first N training images after the split; ``eval_subset`` the
-    first N validation and test images. ``root`` None: ``$SNNBENCH_DATA``, then the cache.
-    A damaged file in the download folder is fetched again when ``download`` is true.
+    ``root`` None: ``$SNNBENCH_DATA``, then the cache. A damaged file in the download folder
+    is fetched again when ``download`` is true.
     """
     files = locate(name, root, download)
     tensors = _read_all(name, files, download_dir(name, root) if download else None)
@@ -299,26 +293,57 @@ def load(
             raise DataError(
                 f"{files[part + '_labels']}: labels outside 0..9; replace the file with a good copy"
             )
-    images, labels = tensors["train_images"], tensors["train_labels"].long()
+    train = Split(tensors["train_images"], tensors["train_labels"].long())
+    test = Split(tensors["test_images"], tensors["test_labels"].long())
+    return train, test, str(files["train_images"].parent)
+
+
+def split_data(
+    train: Split,
+    test: Split,
+    source: str,
+    val_size: int = 5000,
+    split_seed: int = 0,
+    train_subset: int | None = None,
+    eval_subset: int | None = None,
+) -> DataSplits:
+    """Split a seeded validation set of ``val_size`` images off ``train`` (the rest, in
+    order, stays training data); ``train_subset`` keeps the first N training images after
+    the split, ``eval_subset`` the first N validation and test images."""
+    images, labels = train.images, train.labels
     if not 1 <= val_size < len(labels):
         raise DataError(f"dataset.val_size={val_size} must be in [1, {len(labels) - 1}]")
     perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
     val_idx, train_idx = perm[:val_size].sort().values, perm[val_size:].sort().values
     train = Split(images[train_idx], labels[train_idx])
     val = Split(images[val_idx], labels[val_idx])
-    test = Split(tensors["test_images"], tensors["test_labels"].long())
     if train_subset is not None:
         train = Split(train.images[:train_subset], train.labels[:train_subset])
     if eval_subset is not None:
         val = Split(val.images[:eval_subset], val.labels[:eval_subset])
         test = Split(test.images[:eval_subset], test.labels[:eval_subset])
-    return DataSplits(train, val, test, source=str(files["train_images"].parent))
+    return DataSplits(train, val, test, source=source)
+
+
+def load(
+    name: str = "mnist",
+    root: str | None = None,
+    download: bool = True,
+    val_size: int = 5000,
+    split_seed: int = 0,
+    train_subset: int | None = None,
+    eval_subset: int | None = None,
+) -> DataSplits:
+    """Load IDX dataset ``name`` into memory and split it (:func:`read_idx_dataset`,
+    :func:`split_data`). For any configured dataset use :func:`load_dataset`."""
+    train, test, source = read_idx_dataset(name, root, download)
+    return split_data(train, test, source, val_size, split_seed, train_subset, eval_subset)
 
 
 def batches(
     split: Split, batch_size: int, generator: torch.Generator | None = None
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Cut a split into ``(images [B, 28, 28] uint8, labels [B])`` batches.
+    """Cut a split into ``(images [B, ...] uint8, labels [B])`` batches.
 
     With a generator the order is shuffled (a permutation per call); the last batch may be
     smaller. Slicing in-memory tensors; no per-image work.

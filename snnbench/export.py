@@ -70,9 +70,12 @@ def load_run_config(run_dir: Path) -> DictConfig:
 
 def check_exportable(cfg: DictConfig) -> None:
     """Raise :class:`ExportError` (one line) unless NIR expresses the run's neurons exactly."""
-    if cfg.model.name == "ann":
+    from snnbench.contract import model_target
+
+    if model_target(cfg) != "snnbench.models.spiking_mlp":
+        kind = "is not a spiking network" if cfg.model.num_steps is None else "is not an MLP"
         raise ExportError(
-            "model=ann is not a spiking network; NIR export covers the SNNs "
+            f"model={cfg.model.name} {kind}; NIR export covers the spiking MLPs "
             "(model=temporal or single_step)"
         )
     if cfg.neuron.name != "leaky":

@@ -1,4 +1,5 @@
-"""Model inputs: uint8 image batches -> ``[B, 784]`` (ANN) or time-first ``[T, B, 784]``."""
+"""Model inputs: uint8 image batches -> ``[B, C, H, W]`` (non-spiking models) or time-first
+``[T, B, C, H, W]`` (spiking models); see :mod:`snnbench.contract`."""
 
 from __future__ import annotations
 
@@ -6,24 +7,31 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from snnbench import events
-from snnbench.config import ModelConfig
+from snnbench.config import ModelConfig, is_spiking, takes_events
 from snnbench.encoding import EncodingParams, encode, encode_events, to_unit
 from snnbench.events import SpikeEvents
 
 
 class Batcher:
-    """Turns uint8 image batches ``[B, H, W]`` into model inputs: ``[B, H*W]`` in [0, 1] for
-    the ANN, the configured encoding ``[T, B, H*W]`` for a spiking model — as
-    :class:`~snnbench.events.SpikeEvents` (the same spikes, from the same draws) when
-    ``model.event_input`` selects event input and the images are on the CPU."""
+    """Turns uint8 image batches ``[B, H, W]`` into model inputs of one sample's shape
+    ``input_shape`` (the dataset's, e.g. ``(1, 28, 28)``): ``[B, *input_shape]`` in [0, 1]
+    for a non-spiking model, the configured encoding ``[T, B, *input_shape]`` for a spiking
+    one — as flat :class:`~snnbench.events.SpikeEvents` ``[T, B, C*H*W]`` (the same spikes,
+    from the same draws) when ``model.event_input`` selects event input (the fused MLP)
+    and the images are on the CPU."""
 
-    def __init__(self, cfg: DictConfig):
-        self.is_ann = cfg.model.name == "ann"
+    def __init__(self, cfg: DictConfig, input_shape: tuple[int, ...] | None = None):
+        if input_shape is None:
+            from snnbench.datasets import dataset_shape
+
+            input_shape = dataset_shape(cfg.dataset)[0]
+        self.input_shape = tuple(input_shape)
+        self.is_ann = not is_spiking(cfg)
         self.num_steps = int(cfg.model.num_steps or 1)
         enc = OmegaConf.to_container(cfg.encoding, resolve=True)
         self.params = EncodingParams(**enc)  # type: ignore[arg-type]
         mode = cfg.model.get("event_input", ModelConfig.event_input)  # older records lack it
-        engine = cfg.model.get("engine", "fused")
+        engine = "fused" if takes_events(cfg) else "other"
         self.events = events.use_events(
             mode, not self.is_ann, engine, self.params.name, torch.device("cpu")
         )
@@ -32,7 +40,8 @@ class Batcher:
         self, images: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor | SpikeEvents:
         if self.is_ann:
-            return to_unit(images)
+            return to_unit(images).view(-1, *self.input_shape)
         if self.events and images.device.type == "cpu":
             return encode_events(images, self.num_steps, self.params, generator)
-        return encode(images, self.num_steps, self.params, generator)
+        x = encode(images, self.num_steps, self.params, generator)  # [T, B, C*H*W]
+        return x.view(*x.shape[:2], *self.input_shape)

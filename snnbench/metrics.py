@@ -24,8 +24,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from snnbench import data as data_mod
+from snnbench.config import is_spiking
 from snnbench.events import SpikeEvents
-from snnbench.models import SpikingMLP
+from snnbench.models import ANN, SpikingMLP
 
 # ---------------------------------------------------------------------------- pure counts
 
@@ -75,6 +76,12 @@ class LayerOps:
     @property
     def op(self) -> str:
         return "AC" if self.spike_input else "MAC"
+
+    def times(self, k: int) -> LayerOps:
+        """The counts of ``k`` identical applications."""
+        return LayerOps(
+            self.synops * k, self.dense * k, self.spike_input, self.zeros * k, self.values * k
+        )
 
     def __add__(self, other: LayerOps) -> LayerOps:
         return LayerOps(
@@ -186,13 +193,20 @@ def footprint_bytes(model: nn.Module) -> int:
 
     A spiking MLP counts its weights, biases and one decay (beta) per layer, whatever the
     engine: snnTorch's neurons also hold constants and the last batch's membranes as
-    buffers, which are execution state, not model.
+    buffers, which are execution state, not model (left out for any model).
     """
     if isinstance(model, SpikingMLP):
         tensors = [*model.fcs.parameters(), *model.layer_betas()]
     else:
-        tensors = [*model.parameters(), *model.buffers()]
+        tensors = [*model.parameters()]
+        for module in model.modules():
+            state = _NEURON_STATE if type(module).__module__.startswith("snntorch") else ()
+            tensors += [b for name, b in module.named_buffers(recurse=False) if name not in state]
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+#: Buffers of snnTorch neurons that hold execution state or constants, not model.
+_NEURON_STATE = ("mem", "syn", "spk", "graded_spikes_factor", "reset_mechanism_val")
 
 
 def connection_sparsity(weights: list[torch.Tensor]) -> float:
@@ -241,28 +255,24 @@ def settle_steps(preds: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------- the driver
 
 
-class _OpsRecorder:
-    """Forward pre-hooks on a model's Linear layers that accumulate :class:`LayerOps`."""
+def _layer_name(model: nn.Module, index: int, name: str) -> str:
+    """The study's MLPs keep their record names fc1, fc2, ...; other models their module path."""
+    return f"fc{index + 1}" if isinstance(model, (ANN, SpikingMLP)) else name
 
-    def __init__(self, fcs: list[nn.Linear], check_spikes: bool = True):
-        self.check_spikes = check_spikes
-        self.ops: list[LayerOps | None] = [None] * len(fcs)
-        self.weight_nnz = [torch.count_nonzero(fc.weight.detach(), dim=0) for fc in fcs]
-        self.handles = [fc.register_forward_pre_hook(self._hook(i)) for i, fc in enumerate(fcs)]
 
-    def _hook(self, i: int):
-        def hook(module: nn.Linear, args: tuple[torch.Tensor, ...]) -> None:
-            prev = self.ops[i]
-            # once a layer has had a non-spike input it does MACs: skip the test after that
-            check = self.check_spikes and (prev is None or prev.spike_input)
-            ops = linear_ops(args[0].detach(), module.weight, check, self.weight_nnz[i])
-            self.ops[i] = ops if prev is None else prev + ops
-
-        return hook
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
+def _layer_shape(module: nn.Module) -> dict[str, Any]:
+    if isinstance(module, nn.Conv2d):
+        return {
+            "kind": "Conv2d",
+            "in_features": module.in_channels,
+            "out_features": module.out_channels,
+            "kernel_size": list(module.kernel_size),
+        }
+    return {
+        "kind": "Linear",
+        "in_features": module.in_features,
+        "out_features": module.out_features,
+    }
 
 
 def spiking_metrics(
@@ -274,24 +284,29 @@ def spiking_metrics(
 ) -> dict[str, Any]:
     """One pass over ``split`` -> the ``"spiking"`` record (see README "Spiking metrics").
 
-    The pass walks ``data.batches(split, cfg.trainer.eval_batch_size)`` in order and encodes
-    with a generator seeded ``seed``, in eval mode without gradients — exactly as
-    :func:`snnbench.evaluation.evaluate` — so with the same weights the spikes are the same and
-    the latency curve's last point equals that evaluation's accuracy. ``cfg.spiking``
-    gives the per-operation costs (pJ) and an optional sample cap (``max_samples``).
+    Any model: forward hooks (:mod:`snnbench.hooks`) count the synaptic operations of every
+    ``nn.Linear`` and ``nn.Conv2d`` and the spikes of every spiking layer; spikes returned by
+    the model (``out.spikes``, see :mod:`snnbench.contract`) take the place of the hooked
+    ones. The pass walks ``data.batches(split, cfg.trainer.eval_batch_size)`` in order and
+    encodes with a generator seeded ``seed``, in eval mode without gradients — exactly as
+    :func:`snnbench.evaluation.evaluate` — so with the same weights the spikes are the same
+    and the latency curve's last point equals that evaluation's accuracy. Work a model skips
+    (a layer applied once under direct coding, spike events) is counted per step as if done
+    (see :mod:`snnbench.hooks`). ``cfg.spiking`` gives the per-operation costs (pJ) and an
+    optional sample cap.
     """
+    from snnbench.hooks import Recorder
+
     t0 = time.perf_counter()
     sp = cfg.spiking
-    is_ann = cfg.model.name == "ann"
-    fcs = list(model.fcs)
+    spiking = is_spiking(cfg)
     device = split.images.device
-    n_layers = len(fcs)
     cap = len(split) if sp.max_samples is None else min(int(sp.max_samples), len(split))
 
-    spike_sum = [torch.zeros((), dtype=torch.float64, device=device) for _ in fcs]
-    zero_sum = [torch.zeros((), dtype=torch.long, device=device) for _ in fcs]
-    act_values = [0] * n_layers
+    # spikes the model returns (out.spikes), per layer: sum, zeros, values
+    out_spikes: list[list[float]] = []
     num_steps = 1
+    readout = getattr(model, "readout", None)
     correct_t: torch.Tensor | None = None
     settle_sum = torch.zeros((), dtype=torch.long, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -300,18 +315,7 @@ def spiking_metrics(
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
-    # SNN: each layer's input (x, then the spikes of the layer before) is counted after the
-    # forward pass, per time step, whatever shortcut the engine took; the ANN (MACs) by hooks
-    recorder = _OpsRecorder(fcs if is_ann else [], check_spikes=False)
-    snn_ops: list[LayerOps | None] = [None] * n_layers
-    weight_nnz = [torch.count_nonzero(fc.weight.detach(), dim=0) for fc in fcs]
-    relu_out: list[torch.Tensor] = []
-    relu_handles = []
-    if is_ann:  # the inputs of layers 2.. are the ReLU outputs: record their sparsity there
-        relu_handles = [
-            fc.register_forward_pre_hook(lambda m, a: relu_out.append(a[0].detach()))
-            for fc in fcs[1:]
-        ]
+    recorder = Recorder(model, check_spikes=spiking)
     try:
         with torch.no_grad():
             for images, labels in data_mod.batches(split, cfg.trainer.eval_batch_size):
@@ -320,49 +324,49 @@ def spiking_metrics(
                 x = batcher(images, gen)  # encode the whole batch: same draws as evaluate
                 k = min(len(labels), cap - n)
                 if k < len(labels):
-                    x = x[:k] if is_ann else x[:, :k]
+                    x = x[:k] if not spiking else x[:, :k]
                     labels = labels[:k]
                 out = model(x)
-                if is_ann:
-                    correct += (out.argmax(1) == labels).sum()
-                    for i, a in enumerate(relu_out):
-                        zero_sum[i] += a.numel() - torch.count_nonzero(a)
-                        act_values[i] += a.numel()
-                    relu_out.clear()
-                else:
-                    num_steps = out.mem_out.shape[0]
-                    for i, inp in enumerate([x, *out.spikes[:-1]]):
-                        prev = snn_ops[i]
-                        # once a layer has had a non-spike input it does MACs: skip the test
-                        check = prev is None or prev.spike_input
-                        w = fcs[i].weight.detach()
-                        ops = input_ops(inp, w, check, weight_nnz[i])
-                        snn_ops[i] = ops if prev is None else prev + ops
-                    for i, s in enumerate(out.spikes):
-                        spike_sum[i] += s.sum()
-                        zero_sum[i] += s.numel() - torch.count_nonzero(s)
-                        act_values[i] += s.numel()
-                    preds = cumulative_predictions(out.mem_out, out.spikes[-1], model.readout)
-                    preds[-1] = out.logits.argmax(1)  # the model's own readout at t = T
+                logits = out if isinstance(out, torch.Tensor) else out.logits
+                n += len(labels)
+                spikes = None if isinstance(out, torch.Tensor) else getattr(out, "spikes", None)
+                mem_out = None if isinstance(out, torch.Tensor) else getattr(out, "mem_out", None)
+                if spikes:
+                    if not out_spikes:
+                        out_spikes = [[0.0, 0, 0] for _ in spikes]
+                    for acc, s in zip(out_spikes, spikes):
+                        acc[0] += float(s.sum(dtype=torch.float64))
+                        acc[1] += s.numel() - int(torch.count_nonzero(s))
+                        acc[2] += s.numel()
+                if spiking:
+                    num_steps = int(cfg.model.num_steps)
+                curve = readout == "mean_mem" or (readout == "spike_count" and spikes)
+                if spiking and mem_out is not None and curve:
+                    num_steps = mem_out.shape[0]
+                    preds = cumulative_predictions(mem_out, spikes[-1], readout)
+                    preds[-1] = logits.argmax(1)  # the model's own readout at t = T
                     c = latency_accuracy(preds, labels)
                     correct_t = c if correct_t is None else correct_t + c
                     settle_sum += settle_steps(preds).sum()
-                    correct += c[-1]
-                n += len(labels)
+                correct += (logits.argmax(1) == labels).sum()
     finally:
         recorder.remove()
-        for h in relu_handles:
-            h.remove()
         model.train(was_training)
 
     n = max(n, 1)
     mac_pj, ac_pj = float(sp.mac_pj), float(sp.ac_pj)
+    # spiking layers: the model's own record when it returns one, else the hooked layers
+    if out_spikes:
+        fired = [(f"lif{i + 1}", s, z, v) for i, (s, z, v) in enumerate(out_spikes)]
+    else:
+        fired = [(r.name, r.spikes, r.zeros, r.values) for r in recorder.spiking]
+    syn = recorder.synaptic
+    attach = spiking and len(fired) == len(syn)  # layer i's neurons follow synaptic layer i
     layers: list[dict[str, Any]] = []
     acs = macs = dense_total = dense_energy = 0.0
-    for i, (fc, ops) in enumerate(zip(fcs, recorder.ops if is_ann else snn_ops)):
-        if ops is None:  # no sample seen
-            ops = LayerOps(0, 0, False, 0, 0)
-        op = "MAC" if is_ann else ops.op
+    for i, layer in enumerate(syn):
+        ops = layer.ops or LayerOps(0, 0, False, 0, 0)  # no sample seen
+        op = ops.op if spiking else "MAC"
         synops, dense = ops.synops / n, ops.dense / n
         if op == "AC":
             acs += synops
@@ -370,17 +374,18 @@ def spiking_metrics(
             macs += synops
         dense_total += dense
         dense_energy += dense * (ac_pj if op == "AC" else mac_pj)
-        if is_ann:
-            rate = None
-            sparsity = zero_sum[i].item() / act_values[i] if act_values[i] else None
-        else:
-            rate = spike_sum[i].item() / act_values[i] if act_values[i] else 0.0
-            sparsity = zero_sum[i].item() / act_values[i] if act_values[i] else 0.0
+        rate = sparsity = None
+        if attach:
+            _, s, z, v = fired[i]
+            rate, sparsity = (s / v, z / v) if v else (0.0, 0.0)
+        elif not spiking and i + 1 < len(syn) and syn[i + 1].ops is not None:
+            nxt = syn[i + 1].ops  # a non-spiking model: the zeros the next layer is fed
+            sparsity = nxt.zeros / nxt.values if nxt.values else None
         layers.append(
             {
-                "name": f"fc{i + 1}",
-                "in_features": fc.in_features,
-                "out_features": fc.out_features,
+                "name": _layer_name(model, i, layer.name),
+                "module": layer.name,
+                **_layer_shape(layer.module),
                 "op": op,
                 "synops_per_sample": synops,
                 "dense_ops_per_sample": dense,
@@ -389,19 +394,32 @@ def spiking_metrics(
                 "input_sparsity": ops.zeros / ops.values if ops.values else None,
             }
         )
-    n_neurons = sum(fc.out_features for fc in fcs)
-    measured = [(zero_sum[i].item(), act_values[i]) for i in range(n_layers) if act_values[i]]
-    weights = [fc.weight.detach() for fc in fcs]
+    if spiking:
+        measured = [(z, v) for _, _, z, v in fired if v]
+        updates = sum(v for _, _, _, v in fired) / n
+    else:
+        measured = [(L.ops.zeros, L.ops.values) for L in syn[1:] if L.ops and L.ops.values]
+        updates = sum(L.outputs for L in syn) / n
+    weights = [L.module.weight.detach() for L in syn]
     result: dict[str, Any] = {
         "n_samples": n,
-        "num_steps": None if is_ann else num_steps,
-        "readout": None if is_ann else model.readout,
+        "num_steps": num_steps if spiking else None,
+        "readout": readout if spiking else None,
         "layers": layers,
+        "spiking_layers": [
+            {
+                "name": name,
+                "neurons": v / n / num_steps,
+                "firing_rate": s / v if v else 0.0,
+                "activation_sparsity": z / v if v else 0.0,
+            }
+            for name, s, z, v in (fired if spiking else [])
+        ],
         "acs_per_sample": acs,
         "macs_per_sample": macs,
         "synops_per_sample": acs + macs,
         "dense_ops_per_sample": dense_total,
-        "neuron_updates_per_sample": float(n_neurons * (1 if is_ann else num_steps)),
+        "neuron_updates_per_sample": float(updates),
         "activation_sparsity": (
             sum(z for z, _ in measured) / sum(v for _, v in measured) if measured else None
         ),
@@ -415,7 +433,7 @@ def spiking_metrics(
         "latency_curve": None,
         "settle_step_mean": None,
     }
-    if not is_ann and correct_t is not None:
+    if spiking and correct_t is not None:
         result["latency_curve"] = [c / n for c in correct_t.tolist()]
         result["settle_step_mean"] = settle_sum.item() / n
     if device.type == "cuda":

@@ -10,15 +10,21 @@ sums weight columns instead of multiplying by zeros (:mod:`snnbench.events`).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from snnbench import hooks
+from snnbench.contract import Neuron, build_model
 from snnbench.engine import neuron_sequence
 from snnbench.events import SpikeEvents, event_linear
-from snnbench.neurons import DEFAULT_SLOPE, LIFParams
+from snnbench.neurons import LIFParams
+
+__all__ = ["ANN", "SNNOutput", "SpikingMLP", "ann_mlp", "build_model", "spiking_mlp"]
 
 
 class SNNOutput(NamedTuple):
@@ -31,7 +37,8 @@ class SNNOutput(NamedTuple):
 
 
 class ANN(nn.Module):
-    """Linear-ReLU-...-Linear on flattened images ``[B, in]`` -> logits ``[B, C]``."""
+    """Linear-ReLU-...-Linear on images ``[B, ...]`` (flattened to ``[B, in]``) -> logits
+    ``[B, C]``."""
 
     def __init__(self, sizes: list[int]):
         super().__init__()
@@ -47,7 +54,7 @@ class ANN(nn.Module):
         return [m for m in self.net if isinstance(m, nn.Linear)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.flatten(1))
 
 
 def _snntorch_surrogate(surrogate: str, slope: float):
@@ -59,7 +66,8 @@ def _snntorch_surrogate(surrogate: str, slope: float):
 
 
 class SpikingMLP(nn.Module):
-    """Linear + LIF layers; input ``[T, B, in]`` -> :class:`SNNOutput`.
+    """Linear + LIF layers; input ``[T, B, in]`` (or ``[T, B, ...]``, flattened) ->
+    :class:`SNNOutput`.
 
     readout "mean_mem": logits = output membrane averaged over T (the study's);
     "spike_count": logits = output spikes summed over T.
@@ -120,6 +128,8 @@ class SpikingMLP(nn.Module):
 
     def forward(self, x: torch.Tensor | SpikeEvents) -> SNNOutput:
         """x: ``[T, B, in]`` input, or :class:`SpikeEvents` (binary input as events)."""
+        if not isinstance(x, SpikeEvents) and x.dim() > 3:
+            x = x.flatten(2)  # images [T, B, C, H, W] -> [T, B, C*H*W] (a view)
         if self.engine == "fused":
             spikes, mem = self._forward_fused(x)
         else:
@@ -141,8 +151,10 @@ class SpikingMLP(nn.Module):
         for fc, beta in zip(self.fcs, self.layer_betas()):
             if isinstance(h, SpikeEvents):  # sum the weight columns of the inputs that spiked
                 cur = event_linear(h, fc)
+                hooks.count_events(fc, h)  # counted by the spiking metrics, step by step
             elif h.stride(0) == 0:  # the same input at every step (direct encoding): one Linear
-                cur = fc(h[0]).unsqueeze(0).expand(T, B, -1)
+                with hooks.repeated(T):  # counted as the T applications it stands for
+                    cur = fc(h[0]).unsqueeze(0).expand(T, B, -1)
             else:
                 cur = fc(h.reshape(T * B, -1)).reshape(T, B, -1)
             h, mem = neuron_sequence(self.neuron, cur, self.params, beta)
@@ -167,29 +179,34 @@ class SpikingMLP(nn.Module):
 
 def lif_params(neuron: DictConfig) -> LIFParams:
     """LIFParams from the ``neuron`` config group."""
-    slope = neuron.slope if neuron.slope is not None else DEFAULT_SLOPE[neuron.surrogate]
-    return LIFParams(
-        beta=float(neuron.beta),
-        alpha=float(neuron.alpha),
-        threshold=float(neuron.threshold),
-        reset=str(neuron.reset),
-        surrogate=str(neuron.surrogate),
-        slope=float(slope),
-    )
+    return Neuron.from_cfg(neuron).params
 
 
-def build_model(cfg: DictConfig, in_features: int = 784, n_classes: int = 10) -> nn.Module:
-    """Build the model named by ``cfg.model.name`` (weights from the current torch RNG)."""
-    sizes = [in_features, *cfg.model.hidden, n_classes]
-    if cfg.model.name == "ann":
-        return ANN(sizes)
+def _features(input_shape: Sequence[int]) -> int:
+    return int(math.prod(input_shape))
+
+
+def ann_mlp(hidden: list[int], input_shape: Sequence[int], num_classes: int) -> ANN:
+    """``model=ann``: the flattened image through Linear-ReLU layers of sizes ``hidden``."""
+    return ANN([_features(input_shape), *hidden, num_classes])
+
+
+def spiking_mlp(
+    hidden: list[int],
+    input_shape: Sequence[int],
+    num_classes: int,
+    neuron: Neuron,
+    readout: str = "mean_mem",
+    engine: str = "fused",
+) -> SpikingMLP:
+    """``model=temporal`` / ``single_step``: Linear + LIF layers of sizes ``hidden``."""
     return SpikingMLP(
-        sizes,
-        lif_params(cfg.neuron),
-        neuron=cfg.neuron.name,
-        readout=cfg.model.readout,
-        engine=cfg.model.engine,
-        learn_beta=bool(cfg.neuron.learn_beta),
+        [_features(input_shape), *hidden, num_classes],
+        neuron.params,
+        neuron=neuron.kind,
+        readout=readout,
+        engine=engine,
+        learn_beta=neuron.learn_beta,
     )
 
 

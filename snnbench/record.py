@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from snnbench import data as data_mod
+from snnbench.config import is_spiking
 from snnbench.results import METRICS_FILE, SCHEMA_VERSION, read_json, versions
 
 log = logging.getLogger("snnbench")
@@ -34,7 +35,7 @@ def cli_overrides() -> list[str]:
 
 def new_record(cfg: DictConfig, splits: data_mod.DataSplits, device: torch.device) -> dict:
     """The record of a run that is starting (``status: running``, no epoch yet)."""
-    spiking = cfg.model.name != "ann"
+    spiking = is_spiking(cfg)
     record = {
         "schema_version": SCHEMA_VERSION,
         "status": "running",

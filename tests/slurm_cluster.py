@@ -411,7 +411,8 @@ def cluster() -> Iterator[SlurmCluster]:
         try:
             c.start()
         except Exception as exc:
-            raise RuntimeError(f"the test SLURM cluster did not start: {exc}\n{c.log_tail()}")
+            msg = f"the test SLURM cluster did not start: {exc}\n{c.log_tail()}"
+            raise RuntimeError(msg) from None
         os.environ["SLURM_CONF"] = str(c.conf)
         yield c
     finally:

@@ -25,6 +25,7 @@ from torch import nn
 
 from snnbench import checkpoint as ckpt
 from snnbench import data as data_mod
+from snnbench import run_folder
 from snnbench.config import resolve_device, validate
 from snnbench.evaluation import EVAL_SEED_OFFSET, evaluate, logits_of
 from snnbench.inputs import Batcher
@@ -114,6 +115,12 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
     unless it is an ``optuna.TrialPruned`` (recorded as ``pruned``).
     """
     validate(cfg)
+    with run_folder.hold(Path(cfg.run_dir), resume=bool(cfg.trainer.resume)):  # one writer
+        return _run(cfg, on_epoch)
+
+
+def _run(cfg: DictConfig, on_epoch: EpochCallback | None) -> float:
+    """:func:`run` once it holds the run folder."""
     trackers = open_loggers(cfg)  # experiment trackers (cfg.logger); none by default
     run_dir = Path(cfg.run_dir)
     device = resolve_device(cfg.trainer.device)

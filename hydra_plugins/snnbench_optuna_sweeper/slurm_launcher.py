@@ -11,6 +11,12 @@ Two changes to ``submitit_slurm`` (everything else, keys included, is submitit's
   preemption or time-limit signal that submitit turned into ``scontrol requeue``, or after a
   node failure). Such a run (``$SLURM_RESTART_COUNT`` > 0) gets ``trainer.resume=true``: it
   continues from the run's last checkpoint, and a run already completed is left as it is.
+* **the signal ends the job at once.** On the time-limit/preemption signal submitit
+  requeues the job and raises ``SystemExit`` from its signal handler -- wherever the main
+  thread is, e.g. inside a numba kernel, which turns it into a ``SystemError`` that the run
+  then records as its failure. Here, once submitit has requeued the job, the process hands
+  back its Optuna trial (the sweeper keeps its heartbeat while it waits in the queue) and
+  exits at once; the checkpoint of the last finished epoch is what the requeued run resumes.
 
 Needs hydra-submitit-launcher (the ``slurm`` extra); without it this module defines no
 launcher (Hydra imports every module of its plugin packages at start).
@@ -20,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +42,9 @@ log = logging.getLogger(__name__)
 
 #: Set by SLURM in a job that runs again after a requeue (0 or unset on its first run).
 RESTART_ENV = "SLURM_RESTART_COUNT"
+#: Longest wait between two ``sacct`` queries about a batch's jobs (submitit backs off up to
+#: 600 s: a job lost after a few minutes would be noticed up to 10 minutes late).
+SACCT_EVERY_S = 10
 
 
 def resume_if_requeued(overrides: Sequence[str], environ: dict[str, str]) -> list[str]:
@@ -52,6 +63,35 @@ except ImportError:  # pragma: no cover - the slurm extra is not installed
     SubmititSlurmLauncher = None
 
 
+def _end_when_requeued() -> None:
+    """Wrap submitit's handler of the requeue signal (installed before the job's function
+    runs): after it requeued the job, hand back the trials and exit without unwinding."""
+    import submitit
+
+    try:
+        signum = submitit.JobEnvironment()._usr_sig()
+    except Exception:  # not in a submitit job, or an unknown signal name
+        return
+    submitit_handler = signal.getsignal(signum)
+    if not callable(submitit_handler):
+        return
+
+    def handler(num: int, frame: Any) -> None:
+        try:
+            submitit_handler(num, frame)
+        except SystemExit:  # submitit checkpointed and requeued the job
+            from snnbench.sweeps.job import release_all
+
+            log.warning("requeued by SLURM: stopping; the requeued run resumes from the last epoch")
+            release_all()
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+    signal.signal(signum, handler)
+
+
 class _SlurmLauncher:
     """Each trial or grid point is one SLURM job (one task of an array per batch)."""
 
@@ -64,10 +104,12 @@ class _SlurmLauncher:
         singleton_state: dict[type, Singleton],
     ) -> JobReturn:
         """Runs inside the SLURM job."""
+        _end_when_requeued()
         overrides = resume_if_requeued(sweep_overrides, dict(os.environ))
-        if overrides != list(sweep_overrides):
-            log.info(
-                "SLURM runs this job again (%s=%s): resuming", RESTART_ENV, os.environ[RESTART_ENV]
+        if overrides != list(sweep_overrides):  # (before Hydra set up logging: to stderr)
+            restarts = os.environ[RESTART_ENV]
+            print(
+                f"SLURM runs this job again ({RESTART_ENV}={restarts}): resuming", file=sys.stderr
             )
         return super().__call__(overrides, job_dir_key, job_num, job_id, singleton_state)
 
@@ -109,6 +151,10 @@ class _SlurmLauncher:
                     Singleton.get_state(),
                 )
             )
+        from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+
+        if SlurmJob.watcher._delay_s > SACCT_EVERY_S:
+            SlurmJob.watcher = SlurmInfoWatcher(delay_s=SACCT_EVERY_S)
         jobs = executor.map_array(self, *zip(*job_params))
         results = []
         for idx, overrides, job in zip(

@@ -15,8 +15,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from snnbench import __version__
+from snnbench import __version__, exit_codes
+from snnbench.checkpoint import CheckpointMismatch
 from snnbench.config import ConfigError, config_dir, register_configs
+from snnbench.credentials import hide_overrides
 from snnbench.data import DataError
 from snnbench.engine import tune_cpu_allocator
 from snnbench.sweeps.job import optuna_trial_job
@@ -37,7 +39,8 @@ def _discard_empty_run_dir(run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def job(cfg: DictConfig) -> float:
-    """Run one job; in a single run, bad input ends with a one-line error and exit code 2."""
+    """Run one job; in a single run, bad input ends with a one-line error and exit code 2,
+    a checkpoint that cannot be resumed with exit code 3 (see :mod:`snnbench.exit_codes`)."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     tune_cpu_allocator()  # keep freed [T, B, N] buffers mapped (no numerical effect)
     try:
@@ -48,14 +51,15 @@ def job(cfg: DictConfig) -> float:
             raise
         _discard_empty_run_dir(Path(cfg.run_dir))
         print(f"snnbench: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        stale = isinstance(exc, CheckpointMismatch)
+        sys.exit(exit_codes.STALE_CHECKPOINT if stale else exit_codes.BAD_INPUT)
     except TrainingDiverged as exc:
         if multirun:
             raise
         print(
             f"snnbench: run failed: {exc} (recorded in {cfg.run_dir}/metrics.json)", file=sys.stderr
         )
-        sys.exit(1)
+        sys.exit(exit_codes.FAILED)
 
 
 def main() -> None:
@@ -63,6 +67,9 @@ def main() -> None:
     if "--version" in sys.argv[1:]:
         print(f"snnbench {__version__}")
         return
+    # passwords in URLs stop here: Hydra, the logs and every file see the masked URL, the
+    # jobs find the real one in the environment
+    sys.argv[1:] = hide_overrides(sys.argv[1:])
     job()
 
 

@@ -40,6 +40,11 @@ RESUME_FREE_PREFIXES = ("spiking.", "logger.", "optuna.")
 StateDict = dict[str, torch.Tensor]
 
 
+class CheckpointMismatch(ConfigError):
+    """The run folder's checkpoint cannot be resumed by this config and version: proven,
+    not suspected (``python -m snnbench`` exits with ``exit_codes.STALE_CHECKPOINT``)."""
+
+
 def rng_state(shuffle: torch.Generator, encode_gen: torch.Generator) -> dict[str, Any]:
     """Every RNG a run draws from, as tensors and plain values (``weights_only``-loadable)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -89,7 +94,7 @@ def load(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
+        raise CheckpointMismatch(
             f"{path} is not a checkpoint this version of snnbench can resume safely ({first}); "
             "start the run in a new hydra.run.dir"
         ) from None
@@ -101,7 +106,7 @@ def check_same_config(checkpoint: dict[str, Any], cfg: DictConfig, run_dir: Path
     old, new = _binding(checkpoint["config"]), comparable(cfg)
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
-        raise ConfigError(
+        raise CheckpointMismatch(
             f"trainer.resume=true but {run_dir} holds a run of a different config "
             f"(differs in {', '.join(changed)}); use a new hydra.run.dir or the same config"
         )

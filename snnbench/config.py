@@ -94,6 +94,7 @@ class TrainerConfig:
     progress: bool = True
     num_threads: int | None = None  # torch intra-op threads; None = torch default
     test_every_epoch: bool = False  # also evaluate the test set after every epoch
+    label_smoothing: float = 0.0  # of the training loss's targets, in [0, 1)
 
 
 @dataclass
@@ -286,6 +287,8 @@ def validate(cfg: DictConfig) -> None:
         t.num_threads is None or t.num_threads >= 1,
         "null or an integer >= 1",
     )
+    smoothing = t.get("label_smoothing", 0.0)
+    _check(cfg, "trainer.label_smoothing", _finite(smoothing) and 0 <= smoothing < 1, "in [0, 1)")
     if "spiking" in cfg:
         s = cfg.spiking
         _check(cfg, "spiking.mac_pj", _finite(s.mac_pj) and s.mac_pj >= 0, "a number >= 0 (pJ)")

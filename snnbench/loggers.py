@@ -30,7 +30,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from snnbench.config import ConfigError, flatten
-from snnbench.sweeps.storage import redact
+from snnbench.credentials import redact, register, reveal
+from snnbench.sweeps.storage import pg_driver
 
 log = logging.getLogger("snnbench")
 
@@ -237,12 +238,14 @@ class MLflowLogger:
         self.client: Any = None
         self.run_id: str | None = None
         self.parent_id: str | None = None
+        self.sweep_dir: Path | None = None
         self.resumed = False
 
     # -- setup
     def _uri(self, run_dir: Path, sweep_dir: Path | None) -> str:
+        """The real tracking URI (a masked password is looked up in the environment)."""
         if self.tracking_uri:
-            return str(self.tracking_uri)
+            return reveal(str(self.tracking_uri))
         return f"sqlite:///{(sweep_dir or run_dir).resolve() / 'mlflow.db'}"
 
     def _experiment_id(self, uri: str) -> str:
@@ -277,7 +280,7 @@ class MLflowLogger:
                     tags={SWEEP_TAG: str(sweep_dir), "snnbench.role": "sweep"},
                 )
                 parent = run.info.run_id
-            info = {"tracking_uri": redact(uri), "run_id": parent, "experiment": experiment_id}
+            info = {"tracking_uri": register(uri), "run_id": parent, "experiment": experiment_id}
             (sweep_dir / MLFLOW_PARENT_FILE).write_text(json.dumps(info, indent=2) + "\n")
         self.client.update_run(parent, status="RUNNING")
         return parent
@@ -295,21 +298,26 @@ class MLflowLogger:
             with file_lock(Path(uri[len("sqlite:///") :] + ".lock")):
                 self.client = MlflowClient(tracking_uri=uri)
                 experiment_id = self._experiment_id(uri)
-        else:
-            self.client = MlflowClient(tracking_uri=uri)
+        else:  # postgresql:// with psycopg2 where psycopg 3 is missing, as for Optuna
+            self.client = MlflowClient(tracking_uri=pg_driver(uri))
             experiment_id = self._experiment_id(uri)
         if ctx["sweep_dir"] is not None:
-            self.parent_id = self._parent(experiment_id, ctx["sweep_dir"], uri)
+            self.sweep_dir = Path(ctx["sweep_dir"])
+            self.parent_id = self._parent(experiment_id, self.sweep_dir, uri)
         previous = run_dir / MLFLOW_RUN_FILE
         if cfg.trainer.resume and previous.is_file():
             info = json.loads(previous.read_text())
-            if info.get("tracking_uri") == redact(uri):
+            if info.get("tracking_uri") == register(uri):
                 self.run_id = info["run_id"]
                 self.client.update_run(self.run_id, status="RUNNING")
                 self.resumed = True
         if self.run_id is None:
             self.run_id = self._new_run(cfg, experiment_id, run_dir, ctx["job"])
-            info = {"tracking_uri": redact(uri), "run_id": self.run_id, "experiment": experiment_id}
+            info = {
+                "tracking_uri": register(uri),
+                "run_id": self.run_id,
+                "experiment": experiment_id,
+            }
             previous.write_text(json.dumps(info, indent=2) + "\n")
 
     def _new_run(self, cfg: DictConfig, experiment_id: str, run_dir: Path, job: Any) -> str:
@@ -355,9 +363,24 @@ class MLflowLogger:
     def close(self, status: str) -> None:
         if self.client is None or self.run_id is None:
             return
-        self.client.set_terminated(self.run_id, status=MLFLOW_STATUS.get(status, "FAILED"))
-        if self.parent_id is not None:  # the last job to end leaves the parent finished
-            self.client.set_terminated(self.parent_id, status="FINISHED")
+        if self.parent_id is None or self.sweep_dir is None:
+            self.client.set_terminated(self.run_id, status=MLFLOW_STATUS.get(status, "FAILED"))
+            return
+        with file_lock(self.sweep_dir / ".mlflow_parent.lock"):
+            self.client.set_terminated(self.run_id, status=MLFLOW_STATUS.get(status, "FAILED"))
+            if not self._running_children():  # the last job to end finishes the parent
+                self.client.set_terminated(self.parent_id, status="FINISHED")
+
+    def _running_children(self) -> list[Any]:
+        """The sweep's job runs still RUNNING (other jobs of the sweep at work)."""
+        experiment = self.client.get_run(self.parent_id).info.experiment_id
+        return self.client.search_runs(
+            [experiment],
+            filter_string=(
+                f"tags.`mlflow.parentRunId` = '{self.parent_id}' and attributes.status = 'RUNNING'"
+            ),
+            max_results=1,
+        )
 
 
 def _param_text(v: Any) -> str:

@@ -35,7 +35,7 @@ def cli_overrides() -> list[str]:
 def new_record(cfg: DictConfig, splits: data_mod.DataSplits, device: torch.device) -> dict:
     """The record of a run that is starting (``status: running``, no epoch yet)."""
     spiking = cfg.model.name != "ann"
-    return {
+    record = {
         "schema_version": SCHEMA_VERSION,
         "status": "running",
         "model": cfg.model.name,
@@ -64,7 +64,35 @@ def new_record(cfg: DictConfig, splits: data_mod.DataSplits, device: torch.devic
         "versions": versions(),
         "overrides": cli_overrides(),
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "sessions": [],
     }
+    record["sessions"] = [session_of(record)]
+    return record
+
+
+#: What a record says of each session (process) that worked on the run.
+SESSION_KEYS = ("started_at", "overrides", "device", "versions", "data")
+
+
+def session_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The session entry of a record's own top-level fields."""
+    return {k: record.get(k) for k in SESSION_KEYS}
+
+
+def continue_record(record: dict[str, Any], earlier: dict[str, Any], epoch: int) -> None:
+    """Make ``record`` (this session's new record) continue ``earlier`` (the checkpoint's,
+    written after ``epoch``): the earlier history and results, the first session's
+    ``started_at``, and every session so far plus this one in ``sessions``. The top-level
+    ``overrides``, ``device``, ``versions`` and ``data`` (where it was found) are this
+    session's."""
+    this = session_of(record)
+    sessions = list(earlier.get("sessions") or [session_of(earlier)])
+    record.update(earlier)
+    record.update({k: this[k] for k in SESSION_KEYS if k != "started_at"})
+    record["started_at"] = sessions[0].get("started_at") or this["started_at"]
+    record["sessions"] = [*sessions, {**this, "resumed_at_epoch": epoch}]
+    record["status"] = "running"
+    record["resumed_at_epoch"] = epoch
 
 
 def add_epoch(record: dict[str, Any], entry: dict[str, Any]) -> bool:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snnbench import exit_codes
 from snnbench.record import now
 from snnbench.results import METRICS_FILE, read_json, versions, write_json
 
@@ -63,6 +64,15 @@ PART_TAGS = {
 LOG_DIR = "study_log"
 #: Folder (under ``LOG_DIR``) of the claim locks of the items being run (not committed).
 LOCK_DIR = "locks"
+#: Folder (inside a run's folder) where the files of a run that could not be resumed are
+#: moved; hidden (a dot folder), so the analysis does not read them as a run.
+STALE_DIR = ".stale"
+#: What the runner says of a run's exit code.
+EXIT_MEANINGS = {
+    exit_codes.FAILED: "the run failed; its record says why",
+    exit_codes.BAD_INPUT: "bad config or data, nothing was run",
+    exit_codes.STALE_CHECKPOINT: "its checkpoint still cannot be resumed",
+}
 #: Seconds between the updates of a part's wall time while one of its items runs.
 LOG_EVERY_S = 60.0
 
@@ -264,30 +274,41 @@ def run_done(run_dir: Path) -> bool:
     return rec.get("status") == "completed" and rec.get("epochs_completed") == rec.get("epochs")
 
 
-def finished_trials(sweep_dir: Path, study_name: str) -> list[Any]:
-    """The search's COMPLETE and PRUNED trials (empty when it has not started)."""
+def load_search(sweep_dir: Path, study_name: str) -> Any | None:
+    """The search's Optuna study (``optuna.db`` in its folder), None before it started."""
     db = sweep_dir / "optuna.db"
     if not db.is_file():
-        return []
+        return None
     import optuna
-    from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
+        return optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
     except KeyError:
-        return []
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        return None
+
+
+def search_done(sweep_dir: Path, study_name: str, n_trials: int) -> bool:
+    """Whether the sweeper has finished the search (its ``max_trials`` reached, failed
+    trials included, nothing running or waiting for a retry)."""
+    from snnbench.sweeps.study import search_finished
+
+    found = load_search(sweep_dir, study_name)
+    return found is not None and search_finished(found, n_trials)
 
 
 def best_overrides(sweep_dir: Path, model: str) -> list[str] | None:
-    """The best COMPLETE trial's params as overrides (highest validation accuracy)."""
+    """The best COMPLETE trial's params as overrides (highest validation accuracy); None
+    when the search has no completed trial."""
     from optuna.trial import TrialState
 
+    found = load_search(sweep_dir, f"study_{model}")
+    if found is None:
+        return None
     done = [
         t
-        for t in finished_trials(sweep_dir, f"study_{model}")
-        if t.state == TrialState.COMPLETE and t.value is not None
+        for t in found.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None
     ]
     if not done:
         return None
@@ -340,7 +361,7 @@ class Runner:
     def done(self, item: Item) -> bool:
         if isinstance(item, RunSpec):
             return run_done(self.root / item.path)
-        return len(finished_trials(self.root / item.path, item.preset)) >= item.n_trials
+        return search_done(self.root / item.path, item.preset, item.n_trials)
 
     def run_items(self, part: str, items: Sequence[Item]) -> bool:
         """Run what is not done yet; True when every item of the part is done."""
@@ -360,12 +381,17 @@ class Runner:
         return ok
 
     def _run_item(self, part: str, items: Sequence[Item], item: Item) -> bool:
+        """Run one item; only a checkpoint the run proved unusable (exit code
+        ``STALE_CHECKPOINT``) is set aside (moved) before one more try. Any other failure
+        leaves the folder as it is, reported in one line; the study goes on."""
         print(f"[study] {now()} {part}: {item.path}", flush=True)
         rc = self._run_logged(part, items, item)
-        if rc == 2 and isinstance(item, RunSpec) and self._drop_stale(item):
+        if rc == exit_codes.STALE_CHECKPOINT and isinstance(item, RunSpec):
+            self._set_aside(item)
             rc = self._run_logged(part, items, item)
-        if rc != 0 or not self.done(item):
-            print(f"[study] {part}: {item.path} did not finish (exit {rc})")
+        if rc != exit_codes.OK or not self.done(item):
+            why = EXIT_MEANINGS.get(rc, "the run failed")
+            print(f"[study] {part}: {item.path} did not finish (exit {rc}: {why}); left as it is")
             return False
         return True
 
@@ -402,19 +428,22 @@ class Runner:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _drop_stale(self, item: RunSpec) -> bool:
-        """A checkpoint the run refused to resume (written by another version or config of
-        snnbench): remove it and the unfinished record so the run starts again. True if
-        there was one."""
-        from snnbench.results import CHECKPOINT_FILE
+    def _set_aside(self, item: RunSpec) -> Path:
+        """Move the files of a run whose checkpoint it refused to resume (another config or
+        version of snnbench) into ``.stale/<time>/`` inside its folder (hidden from the
+        analysis), so the run starts again and nothing is deleted. Returns that folder."""
+        from snnbench.results import BEST_MODEL_FILE, CHECKPOINT_FILE
 
-        ckpt = self.root / item.path / CHECKPOINT_FILE
-        if not ckpt.is_file():
-            return False
-        print(f"[study] {item.path}: its checkpoint cannot be resumed; starting it again")
-        ckpt.unlink()
-        (self.root / item.path / METRICS_FILE).unlink(missing_ok=True)
-        return True
+        run_dir = self.root / item.path
+        dest = run_dir / STALE_DIR / now().replace(":", "")
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in (CHECKPOINT_FILE, METRICS_FILE, BEST_MODEL_FILE):
+            if (run_dir / name).is_file():
+                (run_dir / name).replace(dest / name)
+        print(
+            f"[study] {item.path}: its checkpoint cannot be resumed; moved to {dest}; starting over"
+        )
+        return dest
 
     def _log_part(self, part: str, items: Sequence[Item], seconds: float) -> None:
         """Add ``seconds`` to the part's wall time (summed over sessions) and count its items."""
@@ -461,19 +490,38 @@ class Runner:
         return self.log_dir / LOCK_DIR / (item.path.replace("/", "__") + ".lock")
 
     def best(self, write: bool = True) -> dict[str, list[str]]:
-        """The best overrides of each model whose search has finished all its trials (a
-        recipe from a search still running could change; written to ``best.json``)."""
+        """The best overrides of each model whose search has finished (a recipe from a
+        search still running could change; written to ``best.json``)."""
         out = {}
         for m in MODELS:
-            (spec,) = search(m, self.plan)
-            if not self.done(spec):
-                continue
-            ov = best_overrides(self.root / f"search/{m}", m)
-            if ov is not None:
-                out[m] = ov
+            if self.recipe_state(m) == "ready":
+                out[m] = best_overrides(self.root / f"search/{m}", m)
         if write:
             write_json(self.log_dir / "best.json", out)
         return out
+
+    def recipe_state(self, model: str) -> str:
+        """``ready`` (search finished with a completed trial), ``searching`` (not finished)
+        or ``none`` (finished without any completed trial: there will be no recipe)."""
+        (spec,) = search(model, self.plan)
+        if not self.done(spec):
+            return "searching"
+        return "ready" if best_overrides(self.root / spec.path, model) else "none"
+
+    def say_missing_recipes(self, part: str) -> bool:
+        """One line per model without a recipe for ``part``; True when none is missing."""
+        ok = True
+        for m in MODELS:
+            state = self.recipe_state(m)
+            if state == "searching":
+                print(f"[study] {part}: no {m} items yet: search_{m} has not finished")
+            elif state == "none":
+                print(
+                    f"[study] {part}: no {m} items: search_{m} finished without a completed "
+                    "trial, so there is no recipe (see its trials.csv)"
+                )
+            ok &= state == "ready"
+        return ok
 
 
 def machine() -> dict[str, Any]:
@@ -528,10 +576,7 @@ def run_study(root: Path, plan: Plan, parts: Sequence[str], threads: int | None)
         best: dict[str, list[str]] = {}
         if part in NEEDS_BEST:
             best = runner.best()
-            missing = [m for m in MODELS if m not in best]
-            if missing:
-                print(f"[study] {part}: no finished search yet for {', '.join(missing)}")
-                complete = False
+            complete &= runner.say_missing_recipes(part)
         complete &= runner.run_items(part, part_items(part, plan, best))
     return 0 if complete else 1
 
@@ -546,8 +591,11 @@ def list_items(runner: Runner) -> None:
             state = "done" if runner.done(item) else ("running" if runner.held(item) else "todo")
             print(f"{state:7s}  {item.tag:16s} {item.path}  {' '.join(item.overrides)}")
     for m in MODELS:
-        if m not in best:
+        state = runner.recipe_state(m)
+        if state == "searching":
             print(f"(no tuned, T-sweep or Fashion item of {m} yet: its search has not finished)")
+        elif state == "none":
+            print(f"(no tuned, T-sweep or Fashion item of {m}: its search has no completed trial)")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

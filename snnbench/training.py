@@ -26,7 +26,9 @@ from torch import nn
 from snnbench import checkpoint as ckpt
 from snnbench import data as data_mod
 from snnbench import run_folder
+from snnbench.augment import Augment, batch_generator, build_augment
 from snnbench.config import resolve_device, validate
+from snnbench.credentials import mask_config
 from snnbench.evaluation import EVAL_SEED_OFFSET, evaluate, logits_of
 from snnbench.inputs import Batcher
 from snnbench.loggers import open_loggers
@@ -35,6 +37,7 @@ from snnbench.models import build_model, count_parameters
 from snnbench.optim import build_optimizer
 from snnbench.record import (
     add_epoch,
+    continue_record,
     end_status,
     finished_record,
     new_record,
@@ -68,6 +71,7 @@ class _State:
         self.encode_gen = torch.Generator(device=device).manual_seed(seed + 1)
         self.best_state: ckpt.StateDict | None = None
         self.start_epoch = 1
+        self.augment = Augment()  # training batches only; draws keyed by (seed, epoch, step)
 
     def restore(self, checkpoint: dict[str, Any], record: dict[str, Any]) -> None:
         """Continue after the checkpoint's epoch: weights, optimizer, schedule, RNGs, record."""
@@ -77,9 +81,7 @@ class _State:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         ckpt.set_rng_state(checkpoint["rng"], self.shuffle_gen, self.encode_gen)
         self.best_state = checkpoint["best_model"]
-        record.update(checkpoint["record"])
-        record["status"] = "running"
-        record["resumed_at_epoch"] = checkpoint["epoch"]
+        continue_record(record, checkpoint["record"], checkpoint["epoch"])
         self.start_epoch = checkpoint["epoch"] + 1
 
     def save(self, path: Path, cfg: DictConfig, epoch: int, record: dict[str, Any]) -> None:
@@ -114,6 +116,7 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
     uses it to report and prune); an exception it raises ends the run, recorded as failed
     unless it is an ``optuna.TrialPruned`` (recorded as ``pruned``).
     """
+    mask_config(cfg)  # a URL password from a config file stays out of records and trackers
     validate(cfg)
     with run_folder.hold(Path(cfg.run_dir), resume=bool(cfg.trainer.resume)):  # one writer
         return _run(cfg, on_epoch)
@@ -121,6 +124,7 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
 
 def _run(cfg: DictConfig, on_epoch: EpochCallback | None) -> float:
     """:func:`run` once it holds the run folder."""
+    augment = build_augment(cfg)
     trackers = open_loggers(cfg)  # experiment trackers (cfg.logger); none by default
     run_dir = Path(cfg.run_dir)
     device = resolve_device(cfg.trainer.device)
@@ -150,6 +154,7 @@ def _run(cfg: DictConfig, on_epoch: EpochCallback | None) -> float:
     metrics_path = run_dir / METRICS_FILE
     write_json(metrics_path, record)
     batcher = Batcher(cfg)
+    state.augment = augment
     trackers.start(cfg, run_dir)
     try:
         for epoch in range(state.start_epoch, cfg.trainer.epochs + 1):
@@ -193,7 +198,7 @@ def _run_epoch(
     and add the epoch to ``record``; keep the weights when validation improved."""
     entry = _train_epoch(
         cfg, state.model, state.optimizer, splits, batcher, state.shuffle_gen,
-        state.encode_gen, device, epoch,
+        state.encode_gen, device, epoch, state.augment,
     )  # fmt: skip
     if state.scheduler is not None:
         state.scheduler.step()
@@ -264,8 +269,10 @@ def _train_epoch(
     encode_gen: torch.Generator,
     device: torch.device,
     epoch: int,
+    augment: Augment | None = None,
 ) -> dict[str, Any]:
-    """One pass over the training split; returns the epoch's history entry (no eval)."""
+    """One pass over the training split (each batch through ``augment``, the loss with
+    ``trainer.label_smoothing``); returns the epoch's history entry (no eval)."""
     from tqdm.auto import tqdm
 
     model.train()
@@ -282,9 +289,13 @@ def _train_epoch(
         mininterval=1.0,
         unit="batch",
     )
+    smoothing = float(cfg.trainer.get("label_smoothing", 0.0))
+    seed = int(cfg.trainer.seed)
     for step, (images, labels) in enumerate(bar):
+        if augment is not None and augment.active:
+            images = augment(images, batch_generator(seed, epoch, step))
         logits = logits_of(model, batcher(images, encode_gen))
-        loss = F.cross_entropy(logits, labels)
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -8,6 +8,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,16 +38,39 @@ def _pg_bin(name: str) -> str | None:
     return hits[-1] if hits else None
 
 
-@pytest.fixture(scope="session")
-def pg_url():
-    """``$SNNBENCH_TEST_PG_URL``, else a throwaway PostgreSQL cluster on a loopback port."""
-    url = os.environ.get("SNNBENCH_TEST_PG_URL")
-    if url:
-        yield url
-        return
+@dataclass
+class PgCluster:
+    """A throwaway PostgreSQL cluster on a loopback port: trust on its Unix socket (for the
+    test's own set-up), ``host_auth`` over TCP (what the code under test uses)."""
+
+    port: int
+    socket_dir: Path
+
+    def admin(self, sql: str, dbname: str = "postgres") -> list[tuple]:
+        """Run ``sql`` as the cluster's superuser over the socket; the rows, if any."""
+        import psycopg2
+
+        conn = psycopg2.connect(
+            host=str(self.socket_dir), port=self.port, user="snnbench", dbname=dbname
+        )
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchall() if cur.description else []
+        finally:
+            conn.close()
+
+    def url(self, user: str = "snnbench", dbname: str = "postgres") -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
+
+
+@contextmanager
+def pg_cluster(host_auth: str) -> Iterator[PgCluster]:
+    """Start a cluster (skip the test when PostgreSQL is not installed); stop and remove it."""
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not (initdb and pg_ctl):
-        pytest.skip("no PostgreSQL: SNNBENCH_TEST_PG_URL unset and initdb/pg_ctl not found")
+        pytest.skip("no PostgreSQL: initdb/pg_ctl not found")
     base = Path(tempfile.mkdtemp(prefix="snnbench-pg-"))  # in /tmp: reachable by nobody
     os.chmod(base, 0o777)
     data, port = base / "data", _free_port()
@@ -52,8 +78,9 @@ def pg_url():
     sudo = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
     if sudo and not shutil.which("runuser"):
         pytest.skip("running as root and runuser not found to start PostgreSQL as nobody")
+    auth = ["--auth-local=trust", f"--auth-host={host_auth}"]
     init = subprocess.run(
-        [*sudo, initdb, "-D", str(data), "-U", "snnbench", "--auth=trust", "-E", "UTF8"],
+        [*sudo, initdb, "-D", str(data), "-U", "snnbench", *auth, "-E", "UTF8"],
         capture_output=True,
         text=True,
     )
@@ -67,11 +94,30 @@ def pg_url():
         text=True,
     )
     if start.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
         pytest.skip(f"PostgreSQL did not start: {start.stderr.strip()[-300:]}")
     try:
-        yield f"postgresql://snnbench@127.0.0.1:{port}/postgres"
+        yield PgCluster(port, base)
     finally:
         subprocess.run(
             [*sudo, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
         )
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """``$SNNBENCH_TEST_PG_URL``, else a throwaway PostgreSQL cluster on a loopback port."""
+    url = os.environ.get("SNNBENCH_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    with pg_cluster("trust") as cluster:
+        yield cluster.url()
+
+
+@pytest.fixture(scope="session")
+def pg_password_cluster():
+    """A throwaway cluster whose TCP logins need the role's password (scram-sha-256)."""
+    with pg_cluster("scram-sha-256") as cluster:
+        yield cluster

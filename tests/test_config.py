@@ -127,7 +127,11 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("override", ["neuron.beta=2", "trainer.device=cuda:7", "optimizer.lr=0"])
+@pytest.mark.parametrize(
+    "override",
+    ["neuron.beta=2", "trainer.device=cuda:7", "optimizer.lr=0", "augment.shift=9",
+     "trainer.label_smoothing=1"],
+)  # fmt: skip
 def test_cli_bad_input_one_line_no_output_left(tmp_path, override):
     res = _cli(override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert res.returncode == 2
@@ -185,7 +189,20 @@ def test_encoder_values_that_snntorch_would_reject_are_refused_up_front(make_cfg
 
 
 def test_unnormalised_latency_that_fits_in_T_is_accepted(make_cfg):
+    """T=6 holds the latest spike (at step 5 = T - 1, that of the darkest pixel that spikes):
+    accepted, and the encoder puts it on the last step; T=5 is refused (ENCODER_BAD)."""
+    import torch
+
+    from snnbench.encoding import latency, latency_last_step
+
     cfg = make_cfg(
         "encoding=latency", "encoding.normalize=false", "encoding.tau=5", "model.num_steps=6"
     )
-    validate(cfg)  # the latest spike (a black pixel) falls on step 5 = T - 1
+    validate(cfg)
+    enc = cfg.encoding
+    assert latency_last_step(enc.tau, enc.threshold, enc.linear) == 5
+    pixels = torch.tensor([[[0, 3, 255]]], dtype=torch.uint8)  # below threshold, dark, white
+    spikes = latency(pixels, 6, enc.tau, enc.threshold, enc.linear, normalize=False)
+    assert spikes[:, 0, 0].tolist() == [0, 0, 0, 0, 0, 0]  # never
+    assert spikes[:, 0, 1].tolist() == [0, 0, 0, 0, 0, 1]  # the last step
+    assert spikes[:, 0, 2].tolist() == [1, 0, 0, 0, 0, 0]  # the first

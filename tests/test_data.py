@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -110,10 +111,27 @@ def test_batches_cover_split_once(mnist):
     assert not torch.equal(labels, split.labels)
 
 
-def test_resume_accepts_data_found_elsewhere(make_cfg, tmp_path):
-    """Where the same files are found (dataset.root, download) is not part of a run."""
+def test_resume_accepts_data_found_elsewhere(make_cfg, tmp_path, mnist_files, monkeypatch):
+    """Where the same files are found (dataset.root, download) is not part of a run: a run
+    interrupted after epoch 1 continues from a copy found under another root, reads its
+    data there, and ends where an uninterrupted run ends."""
     from snnbench.training import run
 
-    run(make_cfg("model=ann"))
-    run(make_cfg("model=ann", f"dataset.root={tmp_path / 'none'}", "dataset.download=true",
-                 "trainer.resume=true"))  # fmt: skip
+    def interrupt(epoch, record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg("model=ann", "trainer.epochs=2"), on_epoch=interrupt)
+    elsewhere = _copy_raw(tmp_path / "elsewhere", mnist_files)
+    monkeypatch.delenv("SNNBENCH_DATA", raising=False)  # only the new root holds the files
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    run(make_cfg("model=ann", "trainer.epochs=2", f"dataset.root={tmp_path / 'elsewhere'}",
+                 "dataset.download=true", "trainer.resume=true"))  # fmt: skip
+    resumed = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert resumed["status"] == "completed" and resumed["resumed_at_epoch"] == 1
+    assert resumed["data"]["source"] == str(elsewhere)
+    monkeypatch.undo()
+    run(make_cfg("model=ann", "trainer.epochs=2", run_dir=tmp_path / "straight"))
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    for key in ("best_val_acc", "test_acc", "final_test_acc"):
+        assert resumed[key] == straight[key]

@@ -315,3 +315,28 @@ def test_server_url_interrupted_run_and_its_resume_continue_one_mlflow_run(
     assert again.data.metrics["best_val_acc"] == rec["best_val_acc"]
     assert again.data.metrics["test_acc"] == rec["test_acc"]
     assert not (tmp_path / "run" / "mlflow.db").exists()  # all of it went to the server
+
+
+def test_sweep_parent_run_ends_when_its_last_job_ends(make_cfg, tmp_path, monkeypatch):
+    """Two jobs of one sweep run at once: the first to end leaves the parent RUNNING, the
+    last one finishes it."""
+    mlflow = pytest.importorskip("mlflow", reason='needs the mlflow extra (".[mlflow]")')
+    import snnbench.loggers as loggers_mod
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    monkeypatch.setattr(loggers_mod, "hydra_context", lambda: {"sweep_dir": sweep, "job": 0})
+    cfg = make_cfg("model=ann")
+    jobs = [loggers_mod.MLflowLogger() for _ in range(2)]
+    for k, job in enumerate(jobs):
+        (sweep / str(k)).mkdir()
+        job.start(cfg, sweep / str(k))
+    client = mlflow.MlflowClient(f"sqlite:///{sweep / 'mlflow.db'}")
+    parent = jobs[0].parent_id
+    assert jobs[1].parent_id == parent
+    jobs[0].close("completed")
+    assert client.get_run(parent).info.status == "RUNNING"
+    assert client.get_run(jobs[0].run_id).info.status == "FINISHED"
+    jobs[1].close("failed")
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert client.get_run(jobs[1].run_id).info.status == "FAILED"

@@ -24,11 +24,11 @@ from conftest import ROOT, TINY
 from optuna.trial import TrialState
 from sweeping import assert_no_secret, pg_url  # noqa: F401 (pg_url is a fixture)
 
+from snnbench.credentials import URLS_ENV
 from snnbench.sweeps.names import ATTR_SKIPPED
 from snnbench.sweeps.settings import SweepConfigError
 from snnbench.sweeps.space import search_space
 from snnbench.sweeps.storage import (
-    STORAGE_ENV,
     job_storage_spec,
     open_storage,
     redact,
@@ -91,11 +91,11 @@ def test_search_space_follows_hydra_grammar():
 
 def test_jobs_get_the_password_from_the_environment_only(monkeypatch):
     full, shown = "postgresql://u:pw@h/db", "postgresql://u:***@h/db"
-    monkeypatch.setenv(STORAGE_ENV, full)
+    monkeypatch.setenv(URLS_ENV, json.dumps({shown: full}))
     assert job_storage_spec(shown) == full
     assert job_storage_spec("sqlite:///x.db") == "sqlite:///x.db"  # another storage: as given
-    monkeypatch.delenv(STORAGE_ENV)
-    with pytest.raises(RuntimeError, match=STORAGE_ENV):
+    monkeypatch.delenv(URLS_ENV)
+    with pytest.raises(RuntimeError, match=URLS_ENV):
         job_storage_spec(shown)
 
 
@@ -111,7 +111,7 @@ def test_storage_specs(tmp_path):
         "postgresql://u@h/db?password=***&sslmode=require"
     )
     assert redact("optuna.storage='mysql://h/db?a=1&PASSWORD=secret'") == (
-        "optuna.storage='mysql://h/db?a=1&PASSWORD=***'"
+        "optuna.storage='mysql://h/db?PASSWORD=***&a=1'"  # SQLAlchemy sorts the query
     )
     with pytest.raises(SweepConfigError, match="hydra.sweeper.storage"):
         resolve_storage("study.txt", "d", tmp_path)

@@ -192,6 +192,7 @@ KILL_SCRIPT = textwrap.dedent("""
     [
         ["model=ann", "optimizer.scheduler=cosine"],
         ["model=temporal", "model.num_steps=4", "neuron.learn_beta=true"],
+        ["model=ann", "augment=affine", "trainer.label_smoothing=0.1"],
     ],
 )
 def test_killed_run_resumes_to_uninterrupted_result(make_cfg, tmp_path, model):
@@ -236,6 +237,28 @@ def test_ctrl_c_is_recorded_interrupted_and_resumes(make_cfg, tmp_path):
     run(make_cfg("model=ann", "trainer.epochs=2", "trainer.resume=true"))
     rec = _load(tmp_path / "run")
     assert rec["status"] == "completed" and rec["resumed_at_epoch"] == 1
+
+
+def test_a_resumed_record_tells_every_session(make_cfg, tmp_path, monkeypatch):
+    """The first session's start stays; each session is listed with its own overrides (a
+    retried trial's, not the lost one's); the top-level overrides are the latest session's."""
+    import snnbench.record as record_mod
+
+    def interrupt(epoch, record):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(record_mod, "cli_overrides", lambda: ["optuna.trial=3"])
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg("model=ann", "trainer.epochs=2"), on_epoch=interrupt)
+    first = _load(tmp_path / "run")
+    monkeypatch.setattr(record_mod, "cli_overrides", lambda: ["optuna.trial=5"])
+    run(make_cfg("model=ann", "trainer.epochs=2", "trainer.resume=true"))
+    rec = _load(tmp_path / "run")
+    assert rec["started_at"] == first["started_at"] == first["sessions"][0]["started_at"]
+    assert [s["overrides"] for s in rec["sessions"]] == [["optuna.trial=3"], ["optuna.trial=5"]]
+    assert rec["overrides"] == ["optuna.trial=5"]
+    assert rec["sessions"][1]["resumed_at_epoch"] == 1
+    assert all(s["versions"] and s["device"] == "cpu" for s in rec["sessions"])
 
 
 def test_resuming_a_completed_run_returns_at_once(make_cfg, tmp_path):
@@ -302,3 +325,13 @@ def test_checkpoint_of_an_older_version_with_fewer_free_keys_resumes(make_cfg, t
     torch.save(ckpt, path)
     run(make_cfg("model=ann", "trainer.epochs=2", "trainer.resume=true"))
     assert _load(tmp_path / "run")["status"] == "completed"
+
+
+@pytest.mark.parametrize("model", ["ann", "single_step", "temporal"])
+def test_debug_quick_learns_visibly(make_cfg, model):
+    """The quick preset costs seconds and every built-in model learns in it, so a quick
+    sweep compares something (chance is 10 %)."""
+    cfg = make_cfg(f"model={model}", "debug=quick", "trainer.progress=false",
+                   "spiking.enabled=false", tiny=False)  # fmt: skip
+    assert cfg.trainer.epochs == 1 and cfg.dataset.train_subset == 2048
+    assert run(cfg) >= 0.8

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 import warnings
@@ -228,8 +227,12 @@ class OptunaSweeper(Sweeper):
         from snnbench.sweeps.study import check_definition, retry_callback, study_definition
 
         assert self.config is not None
+        from snnbench.credentials import register, reveal
+
         cwd = Path(self.config.hydra.runtime.cwd)
-        self.storage_spec = resolve_storage(self.storage, Path(self.config.hydra.sweep.dir), cwd)
+        given = None if self.storage is None else reveal(str(self.storage))
+        self.storage_spec = resolve_storage(given, Path(self.config.hydra.sweep.dir), cwd)
+        register(self.storage_spec)  # the jobs find the real URL in the environment
         self.heartbeats = not is_journal(self.storage_spec)
         where = redact(self.storage_spec)
         try:
@@ -501,7 +504,7 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from snnbench.sweeps.names import RESULTS_FILE, TRIALS_FILE
         from snnbench.sweeps.settings import SweepConfigError
-        from snnbench.sweeps.storage import STORAGE_ENV, redact
+        from snnbench.sweeps.storage import redact
         from snnbench.sweeps.tables import write_study_files
         from snnbench.sweeps.workers import worker_id
 
@@ -516,7 +519,6 @@ class OptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        os.environ[STORAGE_ENV] = self.storage_spec  # inherited by the job processes
         metric = self.config.get("optimized_metric", "best_val_acc")
         self._worker = worker_id()
         if not self.heartbeats:

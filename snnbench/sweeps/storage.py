@@ -1,27 +1,23 @@
-"""Optuna storages: storage specs, password redaction, the secret's way to the jobs, opening.
+"""Optuna storages: storage specs, opening, the database driver.
 
 The storage URL may hold a password. It never travels in a job's overrides (which Hydra
 logs and writes into ``.hydra/*.yaml`` and the run's ``metrics.json``): jobs get the
-redacted spec there and the full one through the environment variable
-:data:`STORAGE_ENV`, which the sweeper sets for the processes it launches.
+masked URL there and the real one through the environment (:mod:`snnbench.credentials`).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import random
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from snnbench import credentials
 from snnbench.sweeps.names import DEFAULT_STORAGE_FILE
 from snnbench.sweeps.settings import SweepConfigError
 
-#: Environment variable that carries the full storage spec (with any password) to the jobs.
-STORAGE_ENV = "SNNBENCH_OPTUNA_STORAGE"
 #: Attempts to open an RDB storage when several workers create its tables at once.
 OPEN_ATTEMPTS = 5
 
@@ -65,10 +61,8 @@ def resolve_storage(spec: str | None, sweep_dir: Path | str, cwd: Path | str) ->
 
 
 def redact(text: str) -> str:
-    """``text`` with any password in a URL replaced by ``***``: the ``user:PASSWORD@`` part
-    and ``password=`` / ``passwd=`` / ``pwd=`` query parameters (for logs and records)."""
-    text = re.sub(r"(://[^/:@\s]*:)[^/@\s]*@", r"\1***@", text)
-    return re.sub(r"([?&](?:password|passwd|pwd)=)[^&\s'\"]*", r"\1***", text, flags=re.I)
+    """``text`` with every password hidden (see :func:`snnbench.credentials.redact`)."""
+    return credentials.redact(text)
 
 
 def is_journal(spec: str) -> bool:
@@ -77,23 +71,12 @@ def is_journal(spec: str) -> bool:
 
 
 def job_storage_spec(recorded: str) -> str:
-    """The full storage spec for a job whose config says ``optuna.storage=recorded``.
-
-    ``recorded`` is redacted when the URL holds a password; the full spec then comes from
-    :data:`STORAGE_ENV` (set by the sweeper), which must redact to ``recorded``.
-    """
-    full = os.environ.get(STORAGE_ENV)
-    if full and redact(full) == recorded:
-        return full
-    if "***" in recorded:
-        raise RuntimeError(
-            f"optuna.storage={recorded!r} is redacted and ${STORAGE_ENV} does not hold its "
-            "full URL (the sweeper sets it for the jobs it launches)"
-        )
-    return recorded
+    """The real storage URL of a job whose config says ``optuna.storage=recorded`` (masked
+    when it holds a password: the real one comes from the environment)."""
+    return credentials.reveal(recorded)
 
 
-def _pg_driver(url: str) -> str:
+def pg_driver(url: str) -> str:
     """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only it is here."""
     scheme, sep, rest = url.partition("://")
     if scheme not in ("postgresql", "postgres"):
@@ -125,7 +108,7 @@ def open_storage(
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    spec = _pg_driver(spec)
+    spec = pg_driver(spec)
     if spec.startswith("sqlite:"):
         Path(spec[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         kwargs = {"connect_args": {"timeout": 120}}

@@ -120,3 +120,20 @@ def copy_for_resume(lost_run_dir: str | None, run_dir: Path) -> bool:
         if src.is_file():
             shutil.copy2(src, run_dir / name)
     return True
+
+
+def new_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+    """How many of ``trials`` count against the sweeper's ``max_trials``: the new ones (a
+    retry stands for its lost trial), whatever their state, FAILed ones included."""
+    return sum(not retry_history(t) for t in trials)
+
+
+def search_finished(study: optuna.Study, max_trials: int) -> bool:
+    """Whether the sweeper is done with ``study`` under ``max_trials``: that many new trials
+    were asked, and none is still running or waiting to be retried. Failed trials count, as
+    they do for the sweeper: a search with failures finishes."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    open_states = (TrialState.RUNNING, TrialState.WAITING)
+    return new_trials(trials) >= max_trials and not any(t.state in open_states for t in trials)

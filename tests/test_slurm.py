@@ -345,3 +345,40 @@ def test_node_failure_requeues_the_job_which_resumes(slurm: SlurmCluster, tmp_pa
         lambda: slurm.acct_states(task) == ["NODE_FAIL", "COMPLETED"],
     )
     slurm.wait_idle()
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+@pytest.mark.slow
+def test_study_items_run_as_slurm_jobs(slurm: SlurmCluster, tmp_path):  # noqa: F811
+    """``python -m snnbench.study --launcher slurm``: each item of the quick plan's
+    reproduction and ANN search is one SLURM job (sbatch --wait); all complete; a local
+    runner afterwards finds everything recorded and runs nothing."""
+    root = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "snnbench.study", "--quick", "--root", str(root)]
+    cmd += ["--threads", "1", "--parts", "reproduction", "search_ann"]
+    res = subprocess.run(
+        [*cmd, "--launcher", "slurm", "--sbatch=--mem=1G --time=10"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    logs = sorted((root / "study_log" / "slurm").glob("*.out"))
+    assert len(logs) == 7  # six runs and one search, one job each
+    slurm.wait_for(
+        "seven COMPLETED study jobs in sacct",
+        lambda: (
+            slurm.cmd("sacct", "-n", "-X", "-P", "--name=snnbench-study", "-o", "State").split()
+            == ["COMPLETED"] * 7
+        ),
+    )
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "reproduction: 6/6 done" in again.stdout and "search_ann: 1/1 done" in again.stdout
+    assert not [ln for ln in again.stdout.splitlines() if ln.startswith("[study] 20")]
+    slurm.wait_idle()

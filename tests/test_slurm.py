@@ -9,6 +9,7 @@ every test here skips, saying which.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -24,6 +25,8 @@ from optuna.trial import TrialState
 from slurm_cluster import SlurmCluster, cluster, slurm  # noqa: F401 (slurm is a fixture)
 from sweeping import assert_no_secret, pg_url  # noqa: F401 (pg_url is a fixture)
 
+from snnbench import study
+from snnbench.executors import SlurmExecutor, make_executor
 from snnbench.sweeps.storage import open_storage
 from snnbench.training import run
 
@@ -350,35 +353,58 @@ def test_node_failure_requeues_the_job_which_resumes(slurm: SlurmCluster, tmp_pa
 # ----------------------------------------------------------------------------- the study
 
 
-@pytest.mark.slow
-def test_study_items_run_as_slurm_jobs(slurm: SlurmCluster, tmp_path):  # noqa: F811
-    """``python -m snnbench.study --launcher slurm``: each item of the quick plan's
-    reproduction and ANN search is one SLURM job (sbatch --wait); all complete; a local
-    runner afterwards finds everything recorded and runs nothing."""
-    root = tmp_path / "results"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "snnbench.study", "--quick", "--root", str(root)]
-    cmd += ["--threads", "1", "--parts", "reproduction", "search_ann"]
+def test_study_slurm_executor_command_and_refusals(tmp_path, monkeypatch):
+    """The sbatch line of an item (no cluster needed); one-line refusals of bad flags."""
+    ex = SlurmExecutor(tmp_path, ["--partition=cpu", "--time=60"], cpus=2)
+    line = ex.sbatch(["python", "-m", "snnbench", "tag=a b"])
+    assert line[:4] == ["sbatch", "--wait", "--parsable", "--job-name=snnbench-study"]
+    assert f"--output={tmp_path / '%j.out'}" in line and "--cpus-per-task=2" in line
+    assert line[-4:] == ["--partition=cpu", "--time=60", "--wrap", "python -m snnbench 'tag=a b'"]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     res = subprocess.run(
-        [*cmd, "--launcher", "slurm", "--sbatch=--mem=1G --time=10"],
+        [sys.executable, "-m", "snnbench.study", "--quick", "--launcher", "slurm"],
         cwd=tmp_path,
-        env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "snnbench.study: error: --launcher slurm needs sbatch on the PATH (a SLURM login node)"
+    ]
+    assert not (tmp_path / "outputs").exists()
+    res = subprocess.run(
+        [sys.executable, "-m", "snnbench.study", "--sbatch=--time=5"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert res.returncode == 2 and "--sbatch is only for --launcher slurm" in res.stderr
+
+
+@pytest.mark.slow
+def test_study_items_run_as_slurm_jobs(slurm: SlurmCluster, tmp_path):  # noqa: F811
+    """The study runner with the SLURM executor (``--launcher slurm``): each item of the
+    quick plan's reproduction (one seed here) and ANN search is one SLURM job; all complete;
+    a local runner afterwards finds everything recorded and runs nothing."""
+    root = tmp_path / "results"
+    plan = dataclasses.replace(study.QUICK, seeds=(0,))
+    parts = ["reproduction", "search_ann"]
+    executor = make_executor("slurm", root / "study_log" / "slurm", "--mem=1G --time=10", 1)
+    assert study.run_study(root, plan, parts, 1, executor) == 0
     logs = sorted((root / "study_log" / "slurm").glob("*.out"))
-    assert len(logs) == 7  # six runs and one search, one job each
+    assert len(logs) == 4  # three runs and one search, one job each
     slurm.wait_for(
-        "seven COMPLETED study jobs in sacct",
+        "four COMPLETED study jobs in sacct",
         lambda: (
             slurm.cmd("sacct", "-n", "-X", "-P", "--name=snnbench-study", "-o", "State").split()
-            == ["COMPLETED"] * 7
+            == ["COMPLETED"] * 4
         ),
     )
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "reproduction: 6/6 done" in again.stdout and "search_ann: 1/1 done" in again.stdout
-    assert not [ln for ln in again.stdout.splitlines() if ln.startswith("[study] 20")]
+    runner = study.Runner(root, plan, 1)  # the local executor
+    for part in parts:
+        items = study.part_items(part, plan, {})
+        assert all(runner.done(item) for item in items), part
+    for model in study.MODELS:
+        record = json.loads((root / "reproduction" / model / "seed0" / "metrics.json").read_text())
+        assert record["status"] == "completed" and record["config"]["tag"] == "study"
     slurm.wait_idle()

@@ -140,10 +140,18 @@ def refuse_overwrite(run_dir: Path, resume: bool) -> None:
 
 @contextmanager
 def hold(run_dir: Path, resume: bool, wait: float | None = None) -> Iterator[None]:
-    """Hold ``run_dir`` for the body (see the module doc); refuse to overwrite a finished run."""
+    """Hold ``run_dir`` for the body (see the module doc); refuse to overwrite a finished run.
+    A folder made here for the lock is removed again if the body left nothing in it (a run
+    refused before it wrote anything leaves no folder behind)."""
+    made = not run_dir.exists()
     fd = acquire(run_dir, wait)
     try:
         refuse_overwrite(run_dir, resume)
         yield
     finally:
         release(run_dir, fd)
+        if made:
+            try:
+                run_dir.rmdir()  # only if empty
+            except OSError:
+                pass

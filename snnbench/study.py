@@ -29,6 +29,7 @@ from typing import Any
 
 from snnbench import exit_codes
 from snnbench.config import ConfigError
+from snnbench.executors import LAUNCHERS, Executor, LocalExecutor, make_executor
 from snnbench.record import now
 from snnbench.results import METRICS_FILE, read_json, versions, write_json
 from snnbench.study_plan import (
@@ -131,13 +132,19 @@ class Runner:
     """
 
     def __init__(
-        self, root: Path, plan: StudyPlan, threads: int | None, python: str = sys.executable
+        self,
+        root: Path,
+        plan: StudyPlan,
+        threads: int | None,
+        python: str = sys.executable,
+        executor: Executor | None = None,
     ):
         self.root = root
         self.plan = plan
         self.threads = threads
         self.python = python
         self.log_dir = root / LOG_DIR
+        self.executor = executor or LocalExecutor()  # where an item's command runs
 
     def _common(self, tag: str) -> list[str]:
         extra = [f"trainer.num_threads={self.threads}"] if self.threads else []
@@ -198,7 +205,7 @@ class Runner:
     def _run_logged(self, part: str, items: Sequence[Item], item: Item) -> int:
         """Run the item's process; add its wall time to the part's log every
         ``LOG_EVERY_S`` (a killed runner loses at most that much of it). Returns the exit code."""
-        proc = subprocess.Popen(self.command(item), stdin=subprocess.DEVNULL)
+        proc = self.executor.start(self.command(item))
         last = time.time()
         while True:
             try:
@@ -338,9 +345,15 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "os": platform.platform()}
 
 
-def run_study(root: Path, plan: StudyPlan, parts: Sequence[str], threads: int | None) -> int:
+def run_study(
+    root: Path,
+    plan: StudyPlan,
+    parts: Sequence[str],
+    threads: int | None,
+    executor: Executor | None = None,
+) -> int:
     """Run ``parts`` of ``plan`` into ``root``; return 0 when all of them are complete."""
-    runner = Runner(root, plan, threads)
+    runner = Runner(root, plan, threads, executor=executor)
     runner.start_session(parts)
     complete = True
     for part in plan.parts:
@@ -392,7 +405,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="parts to run (default: all, then 'report')")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="trainer.num_threads of every run")
     p.add_argument("--list", action="store_true", help="print the plan's items and exit")
+    p.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="local",
+        help="where each item runs: a local process or a SLURM job (sbatch)",
+    )
+    p.add_argument("--sbatch", default="", metavar="ARGS",
+                   help="sbatch options of every job (--launcher slurm), e.g. "
+                   "'--partition=cpu --time=240'")  # fmt: skip
     args = p.parse_args(argv)
+    if args.sbatch and args.launcher != "slurm":
+        p.error("--sbatch is only for --launcher slurm")
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads={args.threads} is not allowed; it must be an integer >= 1")
     if args.quick and args.plan:
@@ -420,7 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         list_items(Runner(root, plan, args.threads))
         return 0
-    return run_study(root, plan, parts, args.threads)
+    try:
+        executor = make_executor(args.launcher, root / LOG_DIR / "slurm", args.sbatch, args.threads)
+    except ValueError as exc:
+        print(f"snnbench.study: error: {exc}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
+    return run_study(root, plan, parts, args.threads, executor)
 
 
 if __name__ == "__main__":

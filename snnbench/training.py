@@ -25,6 +25,7 @@ from torch import nn
 
 from snnbench import checkpoint as ckpt
 from snnbench import data as data_mod
+from snnbench import run_folder
 from snnbench.augment import Augment, batch_generator, build_augment
 from snnbench.config import resolve_device, validate
 from snnbench.credentials import mask_config
@@ -119,6 +120,12 @@ def run(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> float:
     """
     mask_config(cfg)  # a URL password from a config file stays out of records and trackers
     validate(cfg)
+    with run_folder.hold(Path(cfg.run_dir), resume=bool(cfg.trainer.resume)):  # one writer
+        return _run(cfg, on_epoch)
+
+
+def _run(cfg: DictConfig, on_epoch: EpochCallback | None) -> float:
+    """:func:`run` once it holds the run folder."""
     augment = build_augment(cfg)
     input_shape, num_classes = dataset_shape(cfg.dataset)  # the dataset object, not loaded
     model = _build_model(cfg, input_shape, num_classes)  # a bad _target_ stops before any data

@@ -38,6 +38,13 @@ class _Pruned(Exception):
     """Stands for a job's ``optuna.TrialPruned`` when only its metrics.json is left."""
 
 
+def _lost(ret: JobReturn) -> bool:
+    """A job the launcher lost (cancelled, node failure): it ended without a result."""
+    from snnbench.sweeps.workers import JobLost
+
+    return ret.status == JobStatus.FAILED and isinstance(ret._return_value, JobLost)
+
+
 def _quiet_optuna() -> None:
     """Heartbeats with ask/tell are used as intended here: silence Optuna's notices."""
     import optuna
@@ -447,7 +454,7 @@ class OptunaSweeper(Sweeper):
         states: dict[int, str] = {}
         pending = []
         for trial, ret in zip(trials, results):
-            if ret is None:
+            if ret is None or _lost(ret):  # its record and heartbeat decide (below)
                 pending.append(trial)
             elif ret.status == JobStatus.COMPLETED:
                 states[trial.number] = self._tell(study, trial, ret._return_value, None)

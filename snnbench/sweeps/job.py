@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict[str, Any]], None]
 
 _JOB_STORAGES: dict[str, Any] = {}  # one per storage and process (joblib reuses processes)
+_ACTIVE: set[JobTrial] = set()  # the trials this process runs now
 
 
 class JobTrial:
@@ -58,6 +59,7 @@ class JobTrial:
                 target=self._heartbeat, args=(float(interval),), daemon=True
             )
             self._beat.start()
+        _ACTIVE.add(self)
 
     def _heartbeat(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -83,6 +85,7 @@ class JobTrial:
 
     def close(self) -> None:
         """Stop the heartbeat and hand the trial back to the sweeper (it tells the outcome)."""
+        _ACTIVE.discard(self)
         self._stop.set()
         if self._beat is not None:
             self._beat.join()
@@ -90,6 +93,13 @@ class JobTrial:
             self.storage.set_trial_system_attr(self.trial_id, ATTR_JOB, None)
         except Exception:  # already finished (e.g. failed as stale): nothing to hand back
             pass
+
+
+def release_all() -> None:
+    """Hand back every trial this process runs (a job about to end abruptly: requeued by
+    SLURM, it keeps the trial, whose heartbeat the sweeper keeps while it waits)."""
+    for job in list(_ACTIVE):
+        job.close()
 
 
 @contextmanager

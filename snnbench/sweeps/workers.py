@@ -50,3 +50,8 @@ def worker_alive(worker: str) -> bool | None:
         pass
     now = _proc_start(pid)
     return not (start and now is not None and now != start)
+
+
+class JobLost(RuntimeError):
+    """A launcher's job ended without a result (cancelled, its node failed, killed at its
+    time limit): the run may have left a record and a checkpoint in its run dir."""

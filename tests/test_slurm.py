@@ -27,6 +27,7 @@ from sweeping import assert_no_secret, pg_url  # noqa: F401 (pg_url is a fixture
 
 from snnbench import study
 from snnbench.executors import SlurmExecutor, make_executor
+from snnbench.study_plan import load_plan, part_items
 from snnbench.sweeps.storage import open_storage
 from snnbench.training import run
 
@@ -387,7 +388,9 @@ def test_study_items_run_as_slurm_jobs(slurm: SlurmCluster, tmp_path):  # noqa: 
     quick plan's reproduction (one seed here) and ANN search is one SLURM job; all complete;
     a local runner afterwards finds everything recorded and runs nothing."""
     root = tmp_path / "results"
-    plan = dataclasses.replace(study.QUICK, seeds=(0,))
+    quick = load_plan("quick")
+    one_seed = dataclasses.replace(quick.part("reproduction"), seeds=(0,))
+    plan = dataclasses.replace(quick, parts=(one_seed, quick.part("search_ann")))
     parts = ["reproduction", "search_ann"]
     executor = make_executor("slurm", root / "study_log" / "slurm", "--mem=1G --time=10", 1)
     assert study.run_study(root, plan, parts, 1, executor) == 0
@@ -402,7 +405,7 @@ def test_study_items_run_as_slurm_jobs(slurm: SlurmCluster, tmp_path):  # noqa: 
     )
     runner = study.Runner(root, plan, 1)  # the local executor
     for part in parts:
-        items = study.part_items(part, plan, {})
+        items = part_items(plan.part(part), plan, {})
         assert all(runner.done(item) for item in items), part
     for model in study.MODELS:
         record = json.loads((root / "reproduction" / model / "seed0" / "metrics.json").read_text())

@@ -593,7 +593,7 @@ def round_two_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "model": MODEL_NAMES[m],
                 "round one tuned (%)": _pct(of(f"tuned_{m}", m)["test_acc"]),
                 "round two tuned (%)": _pct(g["test_acc"]),
-                "round two recipe": _recipe2(g.iloc[0]) if len(g) else "(search not finished)",
+                "round two recipe": _recipe2(g.iloc[0]) if len(g) else "(not retrained yet)",
                 "target": f"≥ {ROUND2_TARGETS[m]} %: {verdict}",
                 "energy/inference, round two (µJ)": _num(energy),
             }

@@ -583,7 +583,7 @@ def round_two_table(runs: pd.DataFrame) -> pd.DataFrame:
             if m == "temporal" and len(ann):
                 behind = ann.mean() * 100 - mean
                 t = g["T"].dropna()
-                extra = [f"{behind:+.2f} vs ANN (≤ {ROUND2_GAP})"]
+                extra = [f"{behind:.2f} behind the ANN (may be ≤ {ROUND2_GAP})"]
                 extra.append(f"T={int(t.iloc[0])}" if len(t) else "T=?")
                 if not math.isnan(energy) and not math.isnan(ann_energy):
                     extra.append("energy " + ("<" if energy < ann_energy else "≥") + " ANN's")

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,21 @@ def assert_no_secret(root: Path, secret: str, output: str = "") -> None:
     for path in Path(root).rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def fresh_database(url: str, prefix: str) -> str:
+    """A new, empty database ``<prefix>_<pid>_<ns>`` on the test PostgreSQL cluster at
+    ``url``; its URL."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    from sqlalchemy.engine import make_url
+
+    name = f"{prefix}_{os.getpid()}_{time.time_ns() % 10**9}"
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def _free_port() -> int:

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -23,7 +22,7 @@ import torch
 from conftest import ROOT, TINY, compose_cfg
 from optuna.trial import TrialState
 from slurm_cluster import SlurmCluster, cluster, slurm  # noqa: F401 (slurm is a fixture)
-from sweeping import assert_no_secret, pg_url  # noqa: F401 (pg_url is a fixture)
+from sweeping import assert_no_secret, fresh_database, pg_url  # noqa: F401 (pg_url is a fixture)
 
 from snnbench import study
 from snnbench.executors import SlurmExecutor, make_executor
@@ -51,20 +50,6 @@ def summary(sweep_dir: Path) -> list[dict[str, str]]:
 def trials_csv(sweep_dir: Path) -> list[dict[str, str]]:
     with open(sweep_dir / "trials.csv", newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
-
-
-def fresh_database(url: str) -> str:
-    """A new, empty database on the test PostgreSQL cluster."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    from sqlalchemy.engine import make_url
-
-    name = f"slurm_{os.getpid()}_{time.time_ns() % 10**9}"
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    conn.close()
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def test_cluster_runs_a_batch_job_with_accounting(slurm: SlurmCluster, tmp_path):  # noqa: F811
@@ -146,7 +131,7 @@ def test_optuna_sweep_on_slurm_with_postgresql(slurm: SlurmCluster, tmp_path, pg
     """An Optuna sweep whose trials are SLURM jobs, on PostgreSQL with a password: the study,
     trials.csv and the records agree; the password reaches the jobs through the environment
     and is in no file of the sweep (submitit's pickles and scripts included) nor its output."""
-    url = fresh_database(pg_url)
+    url = fresh_database(pg_url, "slurm")
     secret = "slurm-pw-4711"
     url = url.replace("@", f":{secret}@", 1)
     out = sweep(

@@ -24,7 +24,7 @@ import pytest
 import torch
 from conftest import ROOT, TINY, compose_cfg
 from optuna.trial import TrialState
-from sweeping import assert_no_secret, pg_url  # noqa: F401 (pg_url is a fixture)
+from sweeping import assert_no_secret, fresh_database, pg_url  # noqa: F401 (pg_url is a fixture)
 
 from snnbench.sweeps.names import ATTR_JOB, ATTR_SKIPPED
 from snnbench.sweeps.storage import open_storage
@@ -132,20 +132,6 @@ def trials_csv(sweep_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _fresh_database(url: str, tmp_path: Path) -> str:
-    """A new, empty database on the test cluster (so the workers race to create tables)."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    name = f"chaos_{os.getpid()}_{time.time_ns() % 10**9}"
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    conn.close()
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
 # ----------------------------------------------------------------------------- PostgreSQL
 
 
@@ -158,7 +144,7 @@ def test_three_workers_on_postgresql_finish_the_study_when_a_job_is_killed(
     M trials; one worker's job process is SIGKILLed mid-trial. The study still ends with
     exactly M finished trials: the lost one is failed by its missing heartbeat (no pid
     check: journal storages only) and retried, from its checkpoint, by a surviving worker."""
-    url = _fresh_database(pg_url, tmp_path)
+    url = fresh_database(pg_url, "chaos")
     secret = "chaos-pw"  # the throwaway cluster trusts every login; the URL carries it anyway
     if re.match(r"postgresql://[^:@/]+@", url):
         url = url.replace("@", f":{secret}@", 1)

@@ -336,6 +336,40 @@ def test_node_failure_requeues_the_job_which_resumes(slurm: SlurmCluster, tmp_pa
     slurm.wait_idle()
 
 
+def test_a_job_sacct_calls_ended_but_the_controller_still_queues_is_waited_for(
+    slurm: SlurmCluster, tmp_path, monkeypatch  # noqa: F811
+):
+    """sacct lags slurmctld: after a node failure it can show the job's NODE_FAIL row before
+    the requeued one. A job the controller still queues is not lost: the launcher waits for
+    its result. (The lag itself cannot be produced on demand: the watcher reports it once.)"""
+    import submitit
+
+    from hydra_plugins.snnbench_optuna_sweeper.slurm_launcher import still_queued, wait_until_final
+
+    held = slurm.cmd("sbatch", "--parsable", "--hold", "--wrap", "true").strip()
+    assert still_queued(held)
+    slurm.cmd("scancel", held)
+    slurm.wait_for("the held job to leave the queue", lambda: not still_queued(held))
+    assert not still_queued("999999")  # unknown to the controller
+
+    executor = submitit.SlurmExecutor(folder=tmp_path)
+    executor.update_parameters(time=5, cpus_per_task=1, mem="1G")
+    job = executor.submit(subprocess.check_output, ["sh", "-c", "sleep 4; echo 7"])
+    real_is_done = job.watcher.is_done
+    lag = [True]
+
+    def lagging_is_done(job_id: str, mode: str = "standard") -> bool:
+        if lag and job_id == job.job_id:
+            return lag.pop()  # "NODE_FAIL": final for submitit
+        return real_is_done(job_id, mode)
+
+    monkeypatch.setattr(job.watcher, "is_done", lagging_is_done)
+    wait_until_final(job, every_s=0.5)
+    assert not lag and job.paths.result_pickle.exists()  # returned when the job really ended
+    assert job.result() == b"7\n"
+    slurm.wait_idle()
+
+
 # ----------------------------------------------------------------------------- the study
 
 

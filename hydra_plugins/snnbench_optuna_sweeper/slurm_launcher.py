@@ -27,7 +27,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,36 @@ try:
     )
 except ImportError:  # pragma: no cover - the slurm extra is not installed
     SubmititSlurmLauncher = None
+
+
+def still_queued(job_id: str) -> bool:
+    """Whether slurmctld still holds ``job_id`` (pending, running, requeued, ...).
+
+    ``sacct`` lags the controller: right after a node failure it shows the job's NODE_FAIL
+    row before the requeued one, and submitit takes that for the job's end. ``squeue`` asks
+    the controller itself, which lists only jobs that have not ended."""
+    try:
+        out = subprocess.run(
+            ["squeue", "--noheader", f"--jobs={job_id}", "--format=%T"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+def wait_until_final(job: Any, every_s: float = SACCT_EVERY_S) -> None:
+    """Wait for ``job`` to end for good: a state that looks final in ``sacct`` while the
+    controller still queues the job (requeued after a node failure) is waited out."""
+    while True:
+        job.wait()
+        if job.paths.result_pickle.exists() or not still_queued(job.job_id):
+            return
+        log.info("SLURM job %s (%s) is queued again: waiting for it", job.job_id, job.state)
+        job.watcher._finished.discard(job.job_id)  # submitit caches a final state for good
+        time.sleep(every_s)
 
 
 def _end_when_requeued() -> None:
@@ -161,6 +193,7 @@ class _SlurmLauncher:
             range(initial_job_idx, initial_job_idx + len(jobs)), job_overrides, jobs
         ):
             try:
+                wait_until_final(job)
                 results.append(job.results()[0])
             except (
                 submitit.core.utils.UncompletedJobError,

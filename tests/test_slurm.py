@@ -337,7 +337,9 @@ def test_node_failure_requeues_the_job_which_resumes(slurm: SlurmCluster, tmp_pa
 
 
 def test_a_job_sacct_calls_ended_but_the_controller_still_queues_is_waited_for(
-    slurm: SlurmCluster, tmp_path, monkeypatch  # noqa: F811
+    slurm: SlurmCluster,
+    tmp_path,
+    monkeypatch,  # noqa: F811
 ):
     """sacct lags slurmctld: after a node failure it can show the job's NODE_FAIL row before
     the requeued one. A job the controller still queues is not lost: the launcher waits for

@@ -10,6 +10,9 @@ else
 VENV := .venv
 endif
 PY := $(VENV)/bin/python
+# the suite in parallel: one worker per core (at most 4), each test file on one worker (files
+# share their session fixtures: a PostgreSQL cluster, a SLURM cluster). XDIST= runs serially.
+XDIST ?= -n auto --maxprocesses 4 --dist loadfile
 # one stamp per checkout, so an environment shared by several checkouts installs each
 STAMP := $(VENV)/.snnbench-installed-$(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1)
 
@@ -28,10 +31,10 @@ run: $(STAMP)
 	$(PY) -m snnbench $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -331,7 +331,8 @@ def test_node_failure_requeues_the_job_which_resumes(slurm: SlurmCluster, tmp_pa
     and requeues the job; it runs again on the node (back by ReturnToService) and continues
     the run in its folder from the last checkpoint: every epoch once, nothing counted twice."""
     run_dir = tmp_path / "0"
-    proc = start_sweep(*LONG, f"trainer.epochs={OUTLAST}", f"hydra.sweep.dir={tmp_path}")
+    # 30 epochs: slurmd may take a while to kill a job of a node set down
+    proc = start_sweep(*LONG, "trainer.epochs=30", f"hydra.sweep.dir={tmp_path}")
     wait_epoch(slurm, run_dir, 1, proc)
     task = running_task(slurm)
     slurm.cmd("scontrol", "update", f"nodename={slurm.node}", "state=down", "reason=test")
@@ -339,7 +340,7 @@ def test_node_failure_requeues_the_job_which_resumes(slurm: SlurmCluster, tmp_pa
     assert proc.returncode == 0, out[-3000:]
     rec = record(run_dir)
     assert rec["status"] == "completed" and rec["resumed_at_epoch"] >= 1
-    assert [h["epoch"] for h in rec["history"]] == list(range(1, OUTLAST + 1))
+    assert [h["epoch"] for h in rec["history"]] == list(range(1, 31))
     assert summary(tmp_path)[0]["status"] == "completed"
     slurm.wait_for(
         "NODE_FAIL then COMPLETED in sacct",
@@ -387,7 +388,7 @@ def test_a_job_sacct_calls_ended_but_the_controller_still_queues_is_waited_for(
 # ----------------------------------------------------------------------------- the study
 
 
-def test_study_slurm_executor_command_and_refusals(tmp_path, monkeypatch):
+def test_study_slurm_executor_command_and_refusals(tmp_path, monkeypatch, capsys):
     """The sbatch line of an item (no cluster needed); one-line refusals of bad flags."""
     ex = SlurmExecutor(tmp_path, ["--partition=cpu", "--time=60"], cpus=2)
     line = ex.sbatch(["python", "-m", "snnbench", "tag=a b"])
@@ -404,6 +405,18 @@ def test_study_slurm_executor_command_and_refusals(tmp_path, monkeypatch):
     assert two == [*one, "hydra.sweeper.sampler.seed=11234"]  # the default seed 1234, stepped
     assert three == [*one, "hydra.sweeper.sampler.seed=21234"]
     assert f"hydra.sweep.dir={tmp_path / item.path}" in one  # one folder, one optuna.db
+    url = "postgresql://snn@db.example/optuna"
+    runner = study.Runner(tmp_path, load_plan("quick"), 1, storage=url)
+    assert f"hydra.sweeper.storage={url}" in runner.command(item)
+    assert study.main(["--quick", "--storage", "postgresql://snn:pw@db/optuna"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a password" in err[0] and "pw" not in err[0], err
+    db = tmp_path / "elsewhere.db"  # a study in another storage is found there, not in the folder
+    created = optuna.create_study(study_name=item.study, storage=f"sqlite:///{db}")
+    created.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
+    assert study.load_search(tmp_path / item.path, item.study) is None
+    found = study.load_search(tmp_path / item.path, item.study, f"sqlite:///{db}")
+    assert [t.value for t in found.get_trials()] == [0.5]
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     res = subprocess.run(
         [sys.executable, "-m", "snnbench.study", "--quick", "--launcher", "slurm"],

@@ -418,7 +418,9 @@ def run_study(
     storage: str | None = None,
 ) -> int:
     """Run ``parts`` of ``plan`` into ``root``; return 0 when all of them are complete."""
-    runner = Runner(root, plan, threads, executor, search_workers, storage)
+    runner = Runner(
+        root, plan, threads, executor=executor, search_workers=search_workers, storage=storage
+    )
     runner.start_session(parts)
     complete = True
     for part in plan.parts:

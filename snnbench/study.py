@@ -29,7 +29,7 @@ from typing import Any
 
 from snnbench import exit_codes
 from snnbench.config import ConfigError
-from snnbench.executors import LAUNCHERS, Executor, LocalExecutor, make_executor
+from snnbench.executors import LAUNCHERS, Executor, LocalExecutor, make_executor, start_all
 from snnbench.record import now
 from snnbench.results import METRICS_FILE, read_json, versions, write_json
 from snnbench.study_plan import (
@@ -59,6 +59,8 @@ EXIT_MEANINGS = {
 }
 #: Seconds between the updates of a part's wall time while one of its items runs.
 LOG_EVERY_S = 60.0
+#: Sampler seed step between a search's workers (worker i samples with seed + i * step).
+WORKER_SEED_STEP = 10_000
 
 
 # ---------------------------------------------------------------------------- execution
@@ -73,35 +75,44 @@ def run_done(run_dir: Path) -> bool:
     return rec.get("status") == "completed" and rec.get("epochs_completed") == rec.get("epochs")
 
 
-def load_search(sweep_dir: Path, study_name: str) -> Any | None:
-    """The search's Optuna study (``optuna.db`` in its folder), None before it started."""
-    db = sweep_dir / "optuna.db"
-    if not db.is_file():
-        return None
+def load_search(sweep_dir: Path, study_name: str, storage: str | None = None) -> Any | None:
+    """The search's Optuna study (``optuna.db`` in its folder, or in ``storage``), None
+    before it started."""
     import optuna
+
+    if storage is None:
+        db = sweep_dir / "optuna.db"
+        if not db.is_file():
+            return None
+        storage = f"sqlite:///{db}"
+    from snnbench.sweeps.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}")
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage))
     except KeyError:
         return None
 
 
-def search_done(sweep_dir: Path, study_name: str, n_trials: int) -> bool:
+def search_done(
+    sweep_dir: Path, study_name: str, n_trials: int, storage: str | None = None
+) -> bool:
     """Whether the sweeper has finished the search (its ``max_trials`` reached, failed
     trials included, nothing running or waiting for a retry)."""
     from snnbench.sweeps.study import search_finished
 
-    found = load_search(sweep_dir, study_name)
+    found = load_search(sweep_dir, study_name, storage)
     return found is not None and search_finished(found, n_trials)
 
 
-def best_overrides(sweep_dir: Path, study_name: str) -> list[str] | None:
+def best_overrides(
+    sweep_dir: Path, study_name: str, storage: str | None = None
+) -> list[str] | None:
     """The best COMPLETE trial's params as overrides (highest validation accuracy); None
     when the search has no completed trial."""
     from optuna.trial import TrialState
 
-    found = load_search(sweep_dir, study_name)
+    found = load_search(sweep_dir, study_name, storage)
     if found is None:
         return None
     done = [
@@ -128,7 +139,10 @@ class Runner:
     runner claims an item with an exclusive lock (``study_log/locks/``, released when its
     process ends, also when it is killed) and passes over items another runner holds. Each
     part's log is its own file (``study_log/<part>.json``); sessions are appended to
-    ``sessions.jsonl``.
+    ``sessions.jsonl``. A search runs as ``search_workers`` sweep processes (local processes
+    or SLURM jobs, started together) on its one Optuna storage: the study's ``max_trials``
+    caps them together, each samples with its own seed. ``storage`` (a URL without a
+    password) holds the searches' studies instead of an ``optuna.db`` in each search folder.
     """
 
     def __init__(
@@ -138,8 +152,12 @@ class Runner:
         threads: int | None,
         python: str = sys.executable,
         executor: Executor | None = None,
+        search_workers: int = 1,
+        storage: str | None = None,
     ):
         self.root = root
+        self.search_workers = search_workers
+        self.storage = storage
         self.plan = plan
         self.threads = threads
         self.python = python
@@ -163,12 +181,26 @@ class Runner:
             *self._common(item.tag), *item.overrides,
             f"hydra.sweeper.n_trials={item.n_trials}", f"hydra.sweeper.max_trials={item.n_trials}",
             f"hydra.sweep.dir={where}",
+            *([f"hydra.sweeper.storage={self.storage}"] if self.storage else []),
         ]  # fmt: skip
+
+    def commands(self, item: Item) -> list[list[str]]:
+        """The item's command lines: one per worker of a search, else one."""
+        command = self.command(item)
+        if isinstance(item, RunSpec) or self.search_workers == 1:
+            return [command]
+        seed = sampler_seed(item.overrides)
+        if seed is None:  # unseeded: every worker draws its own
+            return [command] * self.search_workers
+        return [command] + [
+            [*command, f"hydra.sweeper.sampler.seed={seed + i * WORKER_SEED_STEP}"]
+            for i in range(1, self.search_workers)
+        ]
 
     def done(self, item: Item) -> bool:
         if isinstance(item, RunSpec):
             return run_done(self.root / item.path)
-        return search_done(self.root / item.path, item.study, item.n_trials)
+        return search_done(self.root / item.path, item.study, item.n_trials, self.storage)
 
     def run_items(self, part: str, items: Sequence[Item]) -> bool:
         """Run what is not done yet; True when every item of the part is done."""
@@ -205,7 +237,7 @@ class Runner:
     def _run_logged(self, part: str, items: Sequence[Item], item: Item) -> int:
         """Run the item's process; add its wall time to the part's log every
         ``LOG_EVERY_S`` (a killed runner loses at most that much of it). Returns the exit code."""
-        proc = self.executor.start(self.command(item))
+        proc = start_all(self.executor, self.commands(item))
         last = time.time()
         while True:
             try:
@@ -302,7 +334,8 @@ class Runner:
         out = {}
         for part in self.plan.parts:
             if part.search is not None and self.recipe_state(part.name) == "ready":
-                out[part.name] = best_overrides(self.root / part.search.path, part.search.study)
+                where = self.root / part.search.path
+                out[part.name] = best_overrides(where, part.search.study, self.storage)
         if write:
             write_json(self.log_dir / "best.json", out)
         return out
@@ -312,9 +345,10 @@ class Runner:
         or ``none`` (finished without any completed trial: there will be no recipe)."""
         spec = self.plan.part(search_part).search
         assert spec is not None, search_part
-        if not search_done(self.root / spec.path, spec.study, spec.n_trials):
+        where = self.root / spec.path
+        if not search_done(where, spec.study, spec.n_trials, self.storage):
             return "searching"
-        return "ready" if best_overrides(self.root / spec.path, spec.study) else "none"
+        return "ready" if best_overrides(where, spec.study, self.storage) else "none"
 
     def say_missing_recipes(self, part: str) -> bool:
         """One line per recipe ``part`` waits for or will not get; True when none is missing."""
@@ -330,6 +364,35 @@ class Runner:
                 )
             ok &= state == "ready"
         return ok
+
+
+def study_storage(url: str | None) -> str | None:
+    """``--storage`` made absolute (relative files from here); ValueError (one line) when it
+    is not a storage or holds a password (the jobs' command lines are not secret)."""
+    if url is None:
+        return None
+    from snnbench.sweeps.storage import redact, resolve_storage
+
+    try:
+        spec = resolve_storage(url, Path("."), Path.cwd())
+    except ValueError as exc:  # SweepConfigError
+        raise ValueError(str(exc).replace("hydra.sweeper.storage", "--storage")) from None
+    if redact(spec) != spec:
+        raise ValueError(
+            f"--storage={redact(url)!r} holds a password; give it through ~/.pgpass or "
+            "PGPASSWORD instead (the jobs' command lines are not secret)"
+        )
+    return spec
+
+
+def sampler_seed(overrides: Sequence[str]) -> int | None:
+    """The sampler seed a search's overrides give (the last), else the sweeper's default."""
+    from snnbench.sweeps.settings import SamplerConf
+
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweeper.sampler.seed=")]
+    if not given:
+        return SamplerConf().seed
+    return None if given[-1].lower() in ("null", "none", "~") else int(given[-1])
 
 
 def machine() -> dict[str, Any]:
@@ -351,9 +414,13 @@ def run_study(
     parts: Sequence[str],
     threads: int | None,
     executor: Executor | None = None,
+    search_workers: int = 1,
+    storage: str | None = None,
 ) -> int:
     """Run ``parts`` of ``plan`` into ``root``; return 0 when all of them are complete."""
-    runner = Runner(root, plan, threads, executor=executor)
+    runner = Runner(
+        root, plan, threads, executor=executor, search_workers=search_workers, storage=storage
+    )
     runner.start_session(parts)
     complete = True
     for part in plan.parts:
@@ -405,6 +472,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="parts to run (default: all, then 'report')")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="trainer.num_threads of every run")
     p.add_argument("--list", action="store_true", help="print the plan's items and exit")
+    p.add_argument("--search-workers", type=int, default=1, metavar="N",
+                   help="run each search as N sweep processes (SLURM jobs with --launcher "
+                   "slurm) on its one Optuna storage (default: 1)")  # fmt: skip
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="the Optuna storage of every search (e.g. postgresql://USER@HOST/DB; "
+                   "no password: ~/.pgpass or PGPASSWORD) instead of an optuna.db in each "
+                   "search folder")  # fmt: skip
     p.add_argument(
         "--launcher",
         choices=LAUNCHERS,
@@ -419,6 +493,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--sbatch is only for --launcher slurm")
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads={args.threads} is not allowed; it must be an integer >= 1")
+    if args.search_workers < 1:
+        p.error(f"--search-workers={args.search_workers} is not allowed; it must be >= 1")
     if args.quick and args.plan:
         p.error("--quick is --plan quick: give one of them")
     return args
@@ -441,15 +517,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     root = args.root or Path(plan.root)
+    try:
+        storage = study_storage(args.storage)
+    except ValueError as exc:
+        print(f"snnbench.study: error: {exc}", file=sys.stderr)
+        return exit_codes.BAD_INPUT
     if args.list:
-        list_items(Runner(root, plan, args.threads))
+        list_items(Runner(root, plan, args.threads, storage=storage))
         return 0
     try:
         executor = make_executor(args.launcher, root / LOG_DIR / "slurm", args.sbatch, args.threads)
     except ValueError as exc:
         print(f"snnbench.study: error: {exc}", file=sys.stderr)
         return exit_codes.BAD_INPUT
-    return run_study(root, plan, parts, args.threads, executor)
+    return run_study(root, plan, parts, args.threads, executor, args.search_workers, storage)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ reached through ``$SLURM_CONF``, which the fixture sets for this process (and so
 by their pids and removes the folder: nothing is left running or on disk.
 
 Timings differ from a stock cluster only where the tests would otherwise wait idle:
-``KillWait=5`` (default 30: a cancelled job's processes get SIGKILL 5 s after SIGTERM),
-``AuthInfo=cred_expire=10`` (default 120: how long a requeued job waits before it may start
-again), ``SchedulerParameters=sched_interval=2,bf_interval=1`` (defaults 60 and 30: how
-often pending jobs are looked at). The behaviour (signals, states, requeue, accounting) is
-Slurm's own.
+``KillWait=2`` (default 30: a cancelled job's processes get SIGKILL 2 s after SIGTERM),
+``AuthInfo=cred_expire=10`` (default 120: how long a requeued job waits
+before it may start again), ``SchedulerParameters=sched_interval=2,bf_interval=1`` (defaults
+60 and 30: how often pending jobs are looked at). The behaviour (signals, states, requeue,
+accounting) is Slurm's own.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ BINARIES = (
     "runuser",
 )
 USERS = ("munge", "mysql", "slurm")
-KILL_WAIT_S = 5
+KILL_WAIT_S = 2
 CRED_EXPIRE_S = 10
 PARTITION = "debug"
 CLUSTER = "snnbench"
@@ -159,6 +159,15 @@ class SlurmCluster:
         out = self.cmd("squeue", "-h", "-o", "%i|%F_%K|%T|%r|%j", check=False)
         keys = ("id", "array", "state", "reason", "name")
         return [dict(zip(keys, line.split("|"))) for line in out.splitlines() if line]
+
+    def elapsed_s(self, job: str) -> int:
+        """Seconds ``job`` has run (squeue's ``[D-][H:]M:S``)."""
+        out = self.cmd("squeue", "-h", "-j", job, "-o", "%M").strip()
+        days, _, hms = out.rpartition("-")
+        seconds = 0
+        for part in hms.split(":"):
+            seconds = seconds * 60 + int(part)
+        return seconds + 86400 * int(days or 0)
 
     def acct_states(self, job: str) -> list[str]:
         """Accounting states of ``job`` (sacct, allocations only), oldest first."""

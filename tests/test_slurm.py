@@ -2,7 +2,7 @@
 through ``hydra/launcher=slurm``, and faults (scancel, time limit, node failure, two writers).
 
 The cluster is one node on this machine with the test timings of slurm_cluster.py
-(KillWait 5 s, requeued jobs may start again after 10 s). Without root or the Slurm packages
+(KillWait 2 s, requeued jobs may start again after 5 s). Without root or the Slurm packages
 every test here skips, saying which.
 """
 
@@ -27,6 +27,7 @@ from sweeping import assert_no_secret, fresh_database, pg_url  # noqa: F401 (pg_
 from snnbench import study
 from snnbench.executors import SlurmExecutor, make_executor
 from snnbench.study_plan import load_plan, part_items
+from snnbench.sweeps.names import ATTR_SKIPPED, ATTR_WORKER
 from snnbench.sweeps.storage import open_storage
 from snnbench.training import run
 
@@ -163,6 +164,9 @@ def test_optuna_sweep_on_slurm_with_postgresql(slurm: SlurmCluster, tmp_path, pg
 HEARTBEAT = ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=5"]
 #: Runs long enough to be hit mid-way: 2048 images, T=8 (~1 s an epoch here).
 LONG = ["dataset.train_subset=2048", "model.num_steps=8", "spiking.enabled=false"]
+#: Epochs of a run hit after its first: the rest outlasts KillWait (2 s), so the job is
+#: killed mid-run rather than finishing while it is being stopped.
+OUTLAST = 12
 
 
 def start_sweep(*args: str) -> subprocess.Popen:
@@ -237,7 +241,7 @@ def test_optuna_trial_cancelled_mid_run_is_retried_from_its_checkpoint(
     proc = start_sweep(
         *LONG,
         *HEARTBEAT,
-        "trainer.epochs=30",  # outlasts KillWait after epoch 1 (it would finish)
+        f"trainer.epochs={OUTLAST}",
         "hydra.sweeper.search=optuna",
         "neuron.beta=interval(0.5, 0.99)",
         "hydra.sweeper.n_trials=1",
@@ -256,7 +260,7 @@ def test_optuna_trial_cancelled_mid_run_is_retried_from_its_checkpoint(
     assert killed["status"] == "running" and killed["epochs_completed"] >= 1
     done = record(tmp_path / "1")
     assert done["status"] == "completed" and done["resumed_at_epoch"] == killed["epochs_completed"]
-    assert [h["epoch"] for h in done["history"]] == list(range(1, 31))
+    assert [h["epoch"] for h in done["history"]] == list(range(1, OUTLAST + 1))
     assert retry.value == done["best_val_acc"]
     assert retry.intermediate_values == {h["epoch"]: h["val_acc"] for h in done["history"]}
     slurm.wait_idle()
@@ -267,20 +271,27 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes(
     slurm: SlurmCluster,  # noqa: F811
     tmp_path,
 ):
-    """A job with a 2 min limit and ``signal_delay_s=60`` gets SIGUSR2 before its limit
-    (sbatch --signal; slurmctld checks limits every 30 s, so 30-60 s after the start),
-    requeues itself (submitit) and stops; SLURM runs it again and it resumes from its last
-    finished epoch (``$SLURM_RESTART_COUNT`` -> trainer.resume). The run is far longer than
-    the limit; once its resumed run has trained an epoch the job is cancelled."""
+    """A job with ``signal_delay_s=120`` (sbatch --signal=USR2@120) whose time limit is
+    brought within 2 min of its end once it has checkpointed an epoch (scontrol update
+    TimeLimit) gets SIGUSR2 before its limit (slurmctld checks limits every 30 s), requeues
+    itself (submitit) and stops; SLURM runs it again (its limit set back to 5 min) and it
+    resumes from its last finished epoch (``$SLURM_RESTART_COUNT`` -> trainer.resume). The
+    run is far longer than the limit; once its resumed run has trained an epoch the job is
+    cancelled."""
     run_dir = tmp_path / "0"
     proc = start_sweep(
         *LONG,
         "trainer.epochs=1000",
-        "hydra.launcher.timeout_min=2",
-        "hydra.launcher.signal_delay_s=60",
-        "hydra.launcher.max_num_timeout=5",  # a loaded machine may start a run too slowly
+        "hydra.launcher.timeout_min=5",
+        "hydra.launcher.signal_delay_s=120",
+        "hydra.launcher.max_num_timeout=5",
         f"hydra.sweep.dir={tmp_path}",
     )
+    wait_epoch(slurm, run_dir, 1, proc)
+    task = running_task(slurm)
+    # the limit 45-105 s ahead: within the signal delay, later than the next limit check
+    limit_min = -(-(slurm.elapsed_s(task) + 45) // 60)
+    slurm.cmd("scontrol", "update", f"jobid={task}", f"TimeLimit={limit_min}")
     stopped: list[int] = []  # the checkpoint's epoch when the job left the node, requeued
     statuses: set[str] = set()
 
@@ -291,11 +302,12 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes(
         ckpt = run_dir / "checkpoint.pt"
         if not stopped and ckpt.exists() and all(j["state"] != "RUNNING" for j in slurm.jobs()):
             stopped.append(torch.load(ckpt, weights_only=True)["epoch"])
+            slurm.cmd("scontrol", "update", f"jobid={task}", "TimeLimit=5")  # no 2nd signal
         done = stopped and rec.get("resumed_at_epoch") is not None
         return rec if done and rec["epochs_completed"] > rec["resumed_at_epoch"] else {}
 
     rec = slurm.wait_for("the requeued job to resume and train", resumed, 240, 0.05)
-    task = running_task(slurm)
+    assert running_task(slurm) == task
     slurm.cmd("scancel", task)
     out = proc.communicate(timeout=300)[0]
     assert stopped[0] >= 1 and rec["resumed_at_epoch"] == stopped[0], (stopped, rec)
@@ -319,7 +331,8 @@ def test_node_failure_requeues_the_job_which_resumes(slurm: SlurmCluster, tmp_pa
     and requeues the job; it runs again on the node (back by ReturnToService) and continues
     the run in its folder from the last checkpoint: every epoch once, nothing counted twice."""
     run_dir = tmp_path / "0"
-    proc = start_sweep(*LONG, "trainer.epochs=30", f"hydra.sweep.dir={tmp_path}")  # > KillWait
+    # 30 epochs: slurmd may take a while to kill a job of a node set down
+    proc = start_sweep(*LONG, "trainer.epochs=30", f"hydra.sweep.dir={tmp_path}")
     wait_epoch(slurm, run_dir, 1, proc)
     task = running_task(slurm)
     slurm.cmd("scontrol", "update", f"nodename={slurm.node}", "state=down", "reason=test")
@@ -337,9 +350,9 @@ def test_node_failure_requeues_the_job_which_resumes(slurm: SlurmCluster, tmp_pa
 
 
 def test_a_job_sacct_calls_ended_but_the_controller_still_queues_is_waited_for(
-    slurm: SlurmCluster,
+    slurm: SlurmCluster,  # noqa: F811
     tmp_path,
-    monkeypatch,  # noqa: F811
+    monkeypatch,
 ):
     """sacct lags slurmctld: after a node failure it can show the job's NODE_FAIL row before
     the requeued one. A job the controller still queues is not lost: the launcher waits for
@@ -375,13 +388,35 @@ def test_a_job_sacct_calls_ended_but_the_controller_still_queues_is_waited_for(
 # ----------------------------------------------------------------------------- the study
 
 
-def test_study_slurm_executor_command_and_refusals(tmp_path, monkeypatch):
+def test_study_slurm_executor_command_and_refusals(tmp_path, monkeypatch, capsys):
     """The sbatch line of an item (no cluster needed); one-line refusals of bad flags."""
     ex = SlurmExecutor(tmp_path, ["--partition=cpu", "--time=60"], cpus=2)
     line = ex.sbatch(["python", "-m", "snnbench", "tag=a b"])
     assert line[:4] == ["sbatch", "--wait", "--parsable", "--job-name=snnbench-study"]
     assert f"--output={tmp_path / '%j.out'}" in line and "--cpus-per-task=2" in line
     assert line[-4:] == ["--partition=cpu", "--time=60", "--wrap", "python -m snnbench 'tag=a b'"]
+    for given in (["-c", "4"], ["-c4"], ["--cpus-per-task=4"], ["--cpus-per-task", "4"]):
+        line = SlurmExecutor(tmp_path, given, cpus=2).sbatch(["true"])
+        assert not any(a.startswith("--cpus-per-task=2") for a in line), line  # --sbatch wins
+    item = load_plan("quick").part("search_ann").search
+    one, two, three = study.Runner(tmp_path, load_plan("quick"), 1, search_workers=3).commands(
+        part_items(load_plan("quick").part("search_ann"), load_plan("quick"), {})[0]
+    )
+    assert two == [*one, "hydra.sweeper.sampler.seed=11234"]  # the default seed 1234, stepped
+    assert three == [*one, "hydra.sweeper.sampler.seed=21234"]
+    assert f"hydra.sweep.dir={tmp_path / item.path}" in one  # one folder, one optuna.db
+    url = "postgresql://snn@db.example/optuna"
+    runner = study.Runner(tmp_path, load_plan("quick"), 1, storage=url)
+    assert f"hydra.sweeper.storage={url}" in runner.command(item)
+    assert study.main(["--quick", "--storage", "postgresql://snn:pw@db/optuna"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a password" in err[0] and "pw" not in err[0], err
+    db = tmp_path / "elsewhere.db"  # a study in another storage is found there, not in the folder
+    created = optuna.create_study(study_name=item.study, storage=f"sqlite:///{db}")
+    created.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
+    assert study.load_search(tmp_path / item.path, item.study) is None
+    found = study.load_search(tmp_path / item.path, item.study, f"sqlite:///{db}")
+    assert [t.value for t in found.get_trials()] == [0.5]
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     res = subprocess.run(
         [sys.executable, "-m", "snnbench.study", "--quick", "--launcher", "slurm"],
@@ -405,30 +440,39 @@ def test_study_slurm_executor_command_and_refusals(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_study_items_run_as_slurm_jobs(slurm: SlurmCluster, tmp_path):  # noqa: F811
-    """The study runner with the SLURM executor (``--launcher slurm``): each item of the
-    quick plan's reproduction (one seed here) and ANN search is one SLURM job; all complete;
-    a local runner afterwards finds everything recorded and runs nothing."""
+    """The study runner with the SLURM executor (``--launcher slurm``): a run of the quick
+    plan's reproduction (the ANN, one seed) is one SLURM job, its ANN search two jobs
+    (``--search-workers 2``) sharing the search's Optuna storage: the study has the plan's
+    trial count, run by both jobs; a local runner afterwards finds everything recorded and
+    runs nothing."""
     root = tmp_path / "results"
     quick = load_plan("quick")
-    one_seed = dataclasses.replace(quick.part("reproduction"), seeds=(0,))
-    plan = dataclasses.replace(quick, parts=(one_seed, quick.part("search_ann")))
+    reproduction = quick.part("reproduction")
+    ann = tuple(g for g in reproduction.runs if g.path == "reproduction/ann")
+    one_run = dataclasses.replace(reproduction, seeds=(0,), runs=ann)
+    plan = dataclasses.replace(quick, parts=(one_run, quick.part("search_ann")))
     parts = ["reproduction", "search_ann"]
     executor = make_executor("slurm", root / "study_log" / "slurm", "--mem=1G --time=10", 1)
-    assert study.run_study(root, plan, parts, 1, executor) == 0
+    assert study.run_study(root, plan, parts, 1, executor, search_workers=2) == 0
     logs = sorted((root / "study_log" / "slurm").glob("*.out"))
-    assert len(logs) == 4  # three runs and one search, one job each
+    assert len(logs) == 3  # one run, one search as two workers: one job each
     slurm.wait_for(
-        "four COMPLETED study jobs in sacct",
+        "three COMPLETED study jobs in sacct",
         lambda: (
             slurm.cmd("sacct", "-n", "-X", "-P", "--name=snnbench-study", "-o", "State").split()
-            == ["COMPLETED"] * 4
+            == ["COMPLETED"] * 3
         ),
     )
+    search = plan.part("search_ann").search
+    trials = study.load_search(root / search.path, search.study).get_trials()
+    ran = [t for t in trials if ATTR_SKIPPED not in t.system_attrs]
+    assert [t.state for t in ran] == [TrialState.COMPLETE] * search.n_trials, trials
+    assert all(t.state == TrialState.FAIL for t in trials if t not in ran)  # over the cap
+    assert len({t.system_attrs[ATTR_WORKER] for t in ran}) == 2  # both jobs ran trials
     runner = study.Runner(root, plan, 1)  # the local executor
     for part in parts:
         items = part_items(plan.part(part), plan, {})
         assert all(runner.done(item) for item in items), part
-    for model in study.MODELS:
-        record = json.loads((root / "reproduction" / model / "seed0" / "metrics.json").read_text())
-        assert record["status"] == "completed" and record["config"]["tag"] == "study"
+    record = json.loads((root / "reproduction" / "ann" / "seed0" / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["config"]["tag"] == "study"
     slurm.wait_idle()

@@ -13,6 +13,7 @@ from snnbench.config import ConfigError, validate
 from snnbench.conv import ConvSNN
 from snnbench.encoding import rate, rate_events
 from snnbench.engine import autocast
+from snnbench.events import event_linear
 from snnbench.models import SpikingMLP
 from snnbench.neurons import LIFParams
 from snnbench.results import CHECKPOINT_FILE, METRICS_FILE
@@ -86,15 +87,36 @@ def test_bf16_mixed_runs_matmuls_in_bf16_and_neurons_in_float32():
         assert F.cosine_similarity(a.flatten(), b.flatten(), dim=0) >= 0.98
 
 
-def test_bf16_mixed_leaves_the_event_layer_in_float32():
+def test_bf16_mixed_event_layer_reads_bf16_columns_like_the_dense_bf16_linear():
+    """Under bf16 autocast the event layer sums bfloat16 weight columns, its sum rounded
+    once to bfloat16 (as the dense bf16 Linear's output), the bias added in float32; its
+    weight and bias gradients stay float32 and equal the dense layer's within float32
+    summation order. Outside autocast it is float32 (unchanged)."""
     model, images, labels, T = _mlp_and_input()
+    fc = model.fcs[0]
     ev = rate_events(images, T, generator=torch.Generator().manual_seed(2))
-    dense = rate(images, T, generator=torch.Generator().manual_seed(2))
+    dense = ev.to_dense().reshape(T * len(images), -1)
     with autocast(BF16, CPU):
-        a, b = model(ev), model(dense)
+        cur = event_linear(ev, fc).reshape(T * len(images), -1)
+        ref = fc(dense)
+    assert cur.dtype == torch.float32 and ref.dtype == torch.bfloat16
+    w16 = fc.weight.detach().to(torch.bfloat16).double()
+    sums = dense.double() @ w16.t()  # exact sums of the bf16 columns
+    err = (cur.double() - fc.bias.detach().double() - sums).abs()
+    assert (err <= 2**-8 * sums.abs() + 1e-6).all()  # at most one bf16 rounding
+    scale = ref.float().abs().mean()
+    assert (cur - ref.float()).abs().mean() <= 0.01 * scale  # as close as two bf16 outputs
+    g = torch.randn(cur.shape)
+    wa, ba = torch.autograd.grad(cur, (fc.weight, fc.bias), g)
+    wb, bb = torch.autograd.grad(F.linear(dense, fc.weight, fc.bias), (fc.weight, fc.bias), g)
+    torch.testing.assert_close(wa, wb, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ba, bb, rtol=1e-4, atol=1e-4)
+    with autocast(BF16, CPU):
+        a = model(ev)
     assert a.logits.dtype == torch.float32
-    # layer 1 differs (float32 event sums vs a bf16 GEMM); the outputs stay close
-    assert (a.logits - b.logits).abs().mean() <= 0.02 * a.logits.abs().mean()
+    with autocast("32", CPU):
+        plain = event_linear(ev, fc).reshape(T * len(images), -1)
+    torch.testing.assert_close(plain, F.linear(dense, fc.weight, fc.bias), rtol=1e-5, atol=1e-5)
 
 
 def test_bf16_mixed_conv_snn_forward_and_backward():

@@ -470,7 +470,11 @@ def rate_dense(key: int, k1: torch.Tensor, num_steps: int) -> torch.Tensor:
 
 def _autocast_bf16() -> bool:
     """Whether a CPU bfloat16 autocast region is active (``trainer.precision=bf16-mixed``)."""
-    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        on, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    else:  # pragma: no cover - older torch
+        on, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return on and dtype == torch.bfloat16
 
 
 def event_forward(events: SpikeEvents, weight: torch.Tensor, bias: torch.Tensor | None):

@@ -15,7 +15,10 @@ One training step = encode a batch of uint8 MNIST images + forward + backward + 
 * ``events``: :func:`snnbench.encoding.rate_events` (the same spikes as events) and the fused
   engine with event input for layer 1 (``model.event_input``; CPU, needs numba);
 * ``gemm``: the floor — the three Linears fwd+bwd as one matmul each over all ``T*B`` rows,
-  no neurons, input already encoded (its ``encode_ms`` is 0).
+  no neurons, input already encoded (its ``encode_ms`` is 0);
+* ``events-bf16``, ``fused-bf16``, ``gemm-bf16``: the same under ``trainer.precision=
+  bf16-mixed`` (the Linears in bfloat16 autocast; the event layer and the neurons float32).
+  Their ratios are to the float32 floor (``gemm``), the targets' yardstick.
 
 Each repeat times every (T, engine) once, interleaved, in one process; the table shows
 medians. On the CPU each repeat also times layer 1 alone (``[T*B, 784] x [784, 256]``
@@ -49,14 +52,16 @@ from torch import nn
 from snnbench import data as data_mod
 from snnbench import events
 from snnbench.encoding import rate, rate_events, to_unit
-from snnbench.engine import neuron_sequence, tune_cpu_allocator
+from snnbench.engine import autocast, neuron_sequence, tune_cpu_allocator
 from snnbench.evaluation import logits_of
 from snnbench.models import SpikingMLP
 from snnbench.neurons import LIFParams
 from snnbench.results import write_json
 
 SIZES = [784, 256, 128, 10]
-ENGINES = ("snntorch", "fused", "events", "gemm")
+ENGINES = ("snntorch", "fused", "events", "gemm", "events-bf16", "fused-bf16", "gemm-bf16")
+BF16 = "-bf16"  # an engine name's suffix: the case runs under trainer.precision=bf16-mixed
+BF16_BASES = ("events", "fused", "gemm")
 
 
 class GemmFloor(nn.Module):
@@ -74,6 +79,17 @@ class GemmFloor(nn.Module):
         return h.reshape(T, B, -1).mean(0)
 
 
+#: The clock every timing reads: wall time (default) or, with ``--clock cpu``, the CPU time
+#: of this process (``time.process_time``) — on a machine shared with other jobs, CPU time
+#: with ``--threads 1`` does not count the time the scheduler gives to others.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = CLOCKS["wall"]
+
+
+def _now() -> float:
+    return _clock()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -84,8 +100,10 @@ class Case:
 
     def __init__(self, engine: str, T: int, device: torch.device, seed: int = 0):
         self.engine, self.T, self.device = engine, T, device
+        self.precision = "bf16-mixed" if engine.endswith(BF16) else "32"
+        self.kind = engine.removesuffix(BF16)  # snntorch | fused | events | gemm
         torch.manual_seed(seed)
-        if engine == "gemm":
+        if self.kind == "gemm":
             self.model: nn.Module = GemmFloor(SIZES)
         else:
             self.model = SpikingMLP(
@@ -98,30 +116,31 @@ class Case:
         self.step_ms: list[float] = []
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        if self.engine == "snntorch":  # the study's encoder
+        if self.kind == "snntorch":  # the study's encoder
             from snntorch import spikegen
 
             return spikegen.rate(to_unit(images), num_steps=self.T)
-        if self.engine == "events":
+        if self.kind == "events":
             return rate_events(images, self.T, generator=self.gen)
         return rate(images, self.T, generator=self.gen)
 
     def step(self, x: torch.Tensor, labels: torch.Tensor) -> None:
-        loss = F.cross_entropy(logits_of(self.model, x), labels)
+        with autocast(self.precision, self.device):
+            loss = F.cross_entropy(logits_of(self.model, x), labels)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
 
     def timed(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         _sync(self.device)
-        t0 = time.perf_counter()
+        t0 = _now()
         x = self.encode(images)
         _sync(self.device)
-        t1 = time.perf_counter()
+        t1 = _now()
         self.step(x, labels)
         _sync(self.device)
-        t2 = time.perf_counter()
-        self.encode_ms.append(0.0 if self.engine == "gemm" else (t1 - t0) * 1e3)
+        t2 = _now()
+        self.encode_ms.append(0.0 if self.kind == "gemm" else (t1 - t0) * 1e3)
         self.step_ms.append((t2 - t1) * 1e3)
 
     def saved_bytes(self, images: torch.Tensor, labels: torch.Tensor) -> int:
@@ -135,7 +154,8 @@ class Case:
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = F.cross_entropy(logits_of(self.model, x), labels)
+            with autocast(self.precision, self.device):
+                loss = F.cross_entropy(logits_of(self.model, x), labels)
         loss.backward()
         self.opt.zero_grad(set_to_none=True)
         return sum(storages.values())
@@ -185,17 +205,17 @@ class Parts:
         T, B = self.T, images.shape[0]
         fc1, fc2, fc3 = self.fcs
         w, b = fc1.weight.detach(), fc1.bias.detach()
-        clock = [time.perf_counter()]
+        clock = [_now()]
 
         def lap(key: str) -> None:
-            clock.append(time.perf_counter())
+            clock.append(_now())
             self.ms[key].append((clock[-1] - clock[-2]) * 1e3)
 
         ev = rate_events(images, T, 1.0, self.gen)
         lap("encode_events")
         x = ev.to_dense().reshape(T * B, -1)
         g = torch.randn(T * B, w.shape[0])
-        clock.append(time.perf_counter())
+        clock.append(_now())
         F.linear(x, w, b)
         lap("l1_fwd_dense")
         events.event_forward(ev, w, b)
@@ -205,13 +225,13 @@ class Parts:
         events.event_weight_grad(ev, g), g.sum(0)
         lap("l1_wgrad_events")
         currents = [torch.randn(T, B, n, requires_grad=True) for n in SIZES[1:]]
-        clock.append(time.perf_counter())
+        clock.append(_now())
         for cur in currents:
             spk, mem = neuron_sequence("leaky", cur, LIFParams())
             (spk.sum() + mem.sum()).backward()
         lap("neurons_fwd_bwd")
         h = (torch.rand(T * B, SIZES[1]) < 0.4).float().requires_grad_(True)
-        clock.append(time.perf_counter())
+        clock.append(_now())
         fc3(fc2(h)).sum().backward()
         lap("layers23_fwd_bwd")
 
@@ -251,9 +271,9 @@ def data_ms_per_batch(split: data_mod.Split, batch_size: int, repeats: int = 3) 
     gen = torch.Generator().manual_seed(0)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = _now()
         batches = data_mod.batches(split, batch_size, gen)
-        times.append((time.perf_counter() - t0) * 1e3 / max(len(batches), 1))
+        times.append((_now() - t0) * 1e3 / max(len(batches), 1))
     return _median(times)
 
 
@@ -276,9 +296,10 @@ def run_bench(
         split = train.to(device)
         batches = data_mod.batches(split, batch_size, torch.Generator().manual_seed(0))
         batches = [b for b in batches if b[1].shape[0] == batch_size]
-        use = [e for e in engines if e != "events" or (device.type == "cpu" and events.available())]
+        cpu_events = device.type == "cpu" and events.available()
+        use = [e for e in engines if cpu_events or not e.startswith("events")]
         if len(use) < len(engines):
-            log(f"[{dev_name}] no events case (needs the CPU and numba)")
+            log(f"[{dev_name}] no events cases (need the CPU and numba)")
         cases = [Case(e, T, device) for T in steps for e in use]
         parts = [Parts(T) for T in steps] if "events" in use else []
         log(f"[{dev_name}] warm-up ...")
@@ -361,6 +382,12 @@ def ratios(results: list[dict]) -> list[dict]:
         if e:
             inputs = e["data_ms"] + e["encode_ms"]
             row["events_data_encoding_share"] = inputs / (inputs + e["step_ms"])
+        for name in BF16_BASES:  # bf16-mixed, to the float32 floor
+            low = by.get(name + BF16)
+            if low and g:
+                row[f"{name}_bf16_total_over_gemm"] = low["total_ms"] / g["step_ms"]
+            if low and by.get(name):
+                row[f"{name}_bf16_speedup"] = by[name]["total_ms"] / low["total_ms"]
         out.append(row)
     return out
 
@@ -371,6 +398,12 @@ TARGETS = (
     ("neurons_over_gemm", "neurons fwd+bwd / GEMM floor", {100: 0.1}, "max"),
     ("encoding_share", "encoding / events step with encoding", {100: 0.05}, "max"),
     ("snntorch_over_events", "snnTorch loop / events (with encoding)", {100: 6.0}, "min"),
+    (
+        "events_bf16_total_over_gemm",
+        "events bf16-mixed step with encoding / float32 GEMM floor",
+        {},
+        "max",
+    ),
 )
 
 
@@ -390,6 +423,8 @@ def targets(results: list[dict], parts: list[dict]) -> list[dict]:
             row["encoding_share"] = e["encode_ms"] / e["total_ms"]
         if e and s:
             row["snntorch_over_events"] = s["total_ms"] / e["total_ms"]
+        if (eb := by.get("events" + BF16)) and g:
+            row["events_bf16_total_over_gemm"] = eb["total_ms"] / g["step_ms"]
         out.append(row)
     return out
 
@@ -452,6 +487,17 @@ def table(report: dict) -> str:
                 f"{fmt(q.get('events_memory_over_fused'), '.2f')} | "
                 f"{fmt(q.get('events_data_encoding_share'), '.1%')} |"
             )
+    if any(k.endswith("_bf16_total_over_gemm") for q in report["ratios"] for k in q):
+        lines += [
+            "",
+            "| device | T | bf16-mixed, with encoding: events / fp32 GEMM floor | "
+            "fused / fp32 floor | GEMM / fp32 floor | events fp32 / bf16 | fused fp32 / bf16 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for q in report["ratios"]:
+            cells = [f"{fmt(q.get(f'{n}_bf16_total_over_gemm'), '.2f')}x" for n in BF16_BASES]
+            cells += [f"{fmt(q.get(f'{n}_bf16_speedup'), '.2f')}x" for n in BF16_BASES[:2]]
+            lines.append(f"| {q['device']} | {q['T']} | " + " | ".join(cells) + " |")
     if report.get("parts"):
         lines += [
             "",
@@ -489,6 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="wall time, or the process's CPU time (with --threads 1 on a shared machine)",
+    )
+    ap.add_argument(
         "--no-tune-allocator",
         action="store_true",
         help="leave glibc's malloc thresholds alone (see engine.tune_cpu_allocator)",
@@ -516,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    global _clock
+    _clock = CLOCKS[args.clock]
     allocator_tuned = False if args.no_tune_allocator else tune_cpu_allocator()
     load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     try:
@@ -534,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "steps": args.steps,
         "cpu_allocator_tuned": allocator_tuned,
+        "clock": args.clock,
         "command": " ".join(["python -m snnbench.bench", *(argv or sys.argv[1:])]),
     }
     print(table(report))

@@ -134,6 +134,7 @@ def check_same_config(checkpoint: dict[str, Any], cfg: DictConfig, run_dir: Path
     # filtered again: a checkpoint written when fewer keys were free still resumes
     old, new = _binding(checkpoint["config"]), comparable(cfg)
     _legacy_targets(old, new)
+    old.setdefault("trainer.precision", "32")  # written before the key existed: float32
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
         raise CheckpointMismatch(

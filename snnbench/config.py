@@ -101,6 +101,7 @@ class TrainerConfig:
     num_threads: int | None = None  # torch intra-op threads; None = torch default
     test_every_epoch: bool = False  # also evaluate the test set after every epoch
     label_smoothing: float = 0.0  # of the training loss's targets, in [0, 1)
+    precision: str = "32"  # 32 | bf16-mixed (dense matmuls in bfloat16, neurons in float32)
 
 
 @dataclass
@@ -125,6 +126,7 @@ SCHEDULERS = ("none", "cosine", "step")
 DATASETS = ("mnist", "fashion_mnist")  # the IDX datasets
 IDX_DATASET = "snnbench.datasets.IDXDataset"
 OPTIMIZED_METRICS = ("best_val_acc", "final_val_acc")  # what run() returns to a sweeper
+PRECISIONS = ("32", "bf16-mixed")  # trainer.precision (Lightning's names)
 
 _SCHEMAS = {
     "model": ModelConfig,
@@ -345,6 +347,7 @@ def validate(cfg: DictConfig) -> None:
         t.num_threads is None or t.num_threads >= 1,
         "null or an integer >= 1",
     )
+    _check(cfg, "trainer.precision", t.get("precision", "32") in PRECISIONS, "32 or bf16-mixed")
     smoothing = t.get("label_smoothing", 0.0)
     _check(cfg, "trainer.label_smoothing", _finite(smoothing) and 0 <= smoothing < 1, "in [0, 1)")
     if "spiking" in cfg:

@@ -26,6 +26,7 @@ input, so they are stored once); no per-step graph. Everything runs on the input
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import sys
@@ -36,7 +37,27 @@ from snnbench import lif_cpu
 from snnbench.neurons import LIFParams
 
 RESETS = ("subtract", "zero", "none")
+#: Reduced-precision dtypes an autocast region gives a Linear/conv; the recurrences take
+#: them back to float32 (:func:`_check`).
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
 _ALLOCATOR_TUNED = False
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context a forward pass runs in under ``trainer.precision``.
+
+    ``"32"``: nothing changes (a null context: float32 everywhere, bit for bit as without
+    it). ``"bf16-mixed"`` (Lightning's name): ``torch.autocast(device.type, bfloat16)`` —
+    the dense matmuls and convolutions (``nn.Linear``, ``nn.Conv2d``) run in bfloat16 with
+    float32 accumulation (AVX512-BF16/AMX CPUs, CUDA GPUs); weights, optimizer state,
+    the event-input layer (sums of weight columns), the neuron recurrences (their state,
+    spikes and surrogate gradients) and the loss stay float32.
+    """
+    if precision == "32":
+        return contextlib.nullcontext()
+    if precision == "bf16-mixed":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"trainer.precision={precision!r} is not known; choose 32 or bf16-mixed")
 
 
 def tune_cpu_allocator(threshold_bytes: int = 1 << 30) -> bool:
@@ -257,6 +278,8 @@ def _check(current: torch.Tensor, p: LIFParams) -> torch.Tensor:
         raise ValueError(f"current must be [T, B, N], got shape {tuple(current.shape)}")
     if p.reset not in RESETS:
         raise ValueError(f"neuron.reset={p.reset!r} is not known; choose one of {RESETS}")
+    if current.dtype in _LOW_PRECISION:  # a bf16-mixed Linear's output: the state is float32
+        current = current.float()
     return current.contiguous()
 
 

@@ -468,16 +468,32 @@ def rate_dense(key: int, k1: torch.Tensor, num_steps: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------ the layer
 
 
+def _autocast_bf16() -> bool:
+    """Whether a CPU bfloat16 autocast region is active (``trainer.precision=bf16-mixed``)."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        on, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    else:  # pragma: no cover - older torch
+        on, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return on and dtype == torch.bfloat16
+
+
 def event_forward(events: SpikeEvents, weight: torch.Tensor, bias: torch.Tensor | None):
-    """``x @ W^T + b`` for event input: weight ``[O, N]`` -> current float32 ``[T*B, O]``.
+    """``x @ W^T + b`` for event input: weight ``[O, N]`` -> current ``[T*B, O]``.
 
     One bag of weight columns per row (``embedding_bag`` in sum mode over ``W^T``: torch's
-    optimised CPU kernel for exactly this sum), then the bias.
+    optimised CPU kernel for exactly this sum), then the bias; float32 ``[T*B, O]``. Inside a
+    CPU bfloat16 autocast region (``trainer.precision=bf16-mixed``) the columns are read as
+    bfloat16 (half the bytes: ~1.4x faster at T=100) and their sum is rounded once to
+    bfloat16, as a dense bf16 Linear's output is; the bias is added in float32.
     """
     wt = weight.detach().t().contiguous()
+    if _autocast_bf16():
+        wt = wt.to(torch.bfloat16)
     idx = events.indices if events.nnz < 2**31 else events.indices.long()
     offsets = events.offsets.to(idx.dtype)  # embedding_bag wants one index dtype
     out = F.embedding_bag(idx, wt, offsets, mode="sum", include_last_offset=True)
+    if out.dtype != torch.float32:
+        out = out.float()
     if bias is not None:
         out.add_(bias.detach())
     return out
@@ -512,7 +528,8 @@ class _EventLinear(torch.autograd.Function):
 
 
 def event_linear(events: SpikeEvents, linear: torch.nn.Linear) -> torch.Tensor:
-    """``linear`` applied to event input: current float32 ``[T, B, out_features]``."""
+    """``linear`` applied to event input: current float32 ``[T, B, out_features]`` (see
+    :func:`event_forward` for bf16 autocast)."""
     if linear.weight.device.type != "cpu":
         raise ValueError("event input runs on the CPU only")
     cur = _EventLinear.apply(linear.weight, linear.bias, events)

@@ -30,6 +30,7 @@ from snnbench.augment import Augment, batch_generator, build_augment
 from snnbench.config import resolve_device, validate
 from snnbench.credentials import mask_config
 from snnbench.datasets import dataset_shape, load_dataset
+from snnbench.engine import autocast
 from snnbench.evaluation import EVAL_SEED_OFFSET, evaluate, logits_of
 from snnbench.inputs import Batcher
 from snnbench.loggers import open_loggers
@@ -195,6 +196,12 @@ def _eval_seed(cfg: DictConfig) -> int:
     return int(cfg.trainer.seed) + EVAL_SEED_OFFSET
 
 
+def _precision(cfg: DictConfig, device: torch.device):
+    """The context of every forward pass (training, evaluation, spiking metrics):
+    ``trainer.precision`` (see :func:`snnbench.engine.autocast`)."""
+    return autocast(str(cfg.trainer.get("precision", "32")), device)
+
+
 def _run_epoch(
     cfg: DictConfig,
     state: _State,
@@ -214,12 +221,13 @@ def _run_epoch(
         state.scheduler.step()
     t0 = time.perf_counter()
     bs, seed = cfg.trainer.eval_batch_size, _eval_seed(cfg)
-    entry["val_acc"] = evaluate(state.model, splits.val, batcher, bs, seed)
-    entry["test_acc"] = (
-        evaluate(state.model, splits.test, batcher, bs, seed)
-        if cfg.trainer.test_every_epoch
-        else None
-    )
+    with _precision(cfg, device):
+        entry["val_acc"] = evaluate(state.model, splits.val, batcher, bs, seed)
+        entry["test_acc"] = (
+            evaluate(state.model, splits.test, batcher, bs, seed)
+            if cfg.trainer.test_every_epoch
+            else None
+        )
     entry["eval_time_s"] = time.perf_counter() - t0
     if add_epoch(record, entry):
         state.best_state = ckpt.clone_state(state.model)
@@ -241,6 +249,18 @@ def _finish(
     """After the last epoch: test accuracy of the last and of the best-validation weights,
     then the spiking metrics with the best weights. A failure of the spiking pass is
     recorded in ``record["spiking"]["error"]``; it does not fail a trained run."""
+    with _precision(cfg, splits.test.images.device):
+        _finish_passes(cfg, state, splits, batcher, record)
+
+
+def _finish_passes(
+    cfg: DictConfig,
+    state: _State,
+    splits: data_mod.DataSplits,
+    batcher: Batcher,
+    record: dict[str, Any],
+) -> None:
+    """:func:`_finish`'s evaluations, in the run's precision."""
     bs, seed = cfg.trainer.eval_batch_size, _eval_seed(cfg)
     history = record["history"]
     last = history[-1]
@@ -304,8 +324,9 @@ def _train_epoch(
     for step, (images, labels) in enumerate(bar):
         if augment is not None and augment.active:
             images = augment(images, batch_generator(seed, epoch, step))
-        logits = logits_of(model, batcher(images, encode_gen))
-        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+        with _precision(cfg, device):  # the forward only: backward follows its dtypes
+            logits = logits_of(model, batcher(images, encode_gen))
+            loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -339,6 +339,15 @@ def validate(cfg: DictConfig) -> None:
             "an integer in [1, 59999] (validation images held out of the training set)",
         )
     _check(cfg, "dataset.val_size", d.val_size >= 1, "an integer >= 1")
+    if "time_bins" in d:  # event frames: one per time step
+        steps = m.num_steps if is_spiking(cfg) else None
+        _check(
+            cfg,
+            "dataset.time_bins",
+            d.time_bins == steps,
+            f"model.num_steps ({steps}), the model's time steps (the default "
+            "${model.num_steps} says so)",
+        )
     _check(
         cfg,
         "dataset.train_subset",

@@ -125,12 +125,15 @@ class NMNIST:
                 "put the extracted files there, set dataset.root, or dataset.download=true"
             )
         base = self._bases()[0]
+        existed = (base / FOLDER).exists()
         try:  # Tonic downloads train.zip / test.zip and extracts them into base/NMNIST
             from tonic.datasets import NMNIST as TonicNMNIST
 
             for train in (True, False):
                 TonicNMNIST(save_to=str(base), train=train)
         except Exception as exc:
+            if not existed and (base / FOLDER).is_dir() and not any((base / FOLDER).iterdir()):
+                (base / FOLDER).rmdir()  # the empty folder Tonic made before it failed
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(
                 f"N-MNIST is not in {base / FOLDER} and Tonic could not download it ({first}); "

@@ -92,6 +92,7 @@ def test_models_train_on_nmnist_end_to_end(make_cfg, tmp_path, nmnist_root, over
     assert rec["status"] == "completed"
     assert "N-MNIST" in json.dumps(rec["data"])
     assert rec["config"]["dataset"]["time_bins"] == cfg.model.num_steps
+    assert "error" not in rec["spiking"] and rec["spiking"]["synops_per_sample"] > 0
     if cfg.model.name == "ann":
         assert rec["test_acc"] >= 0.5  # 10 bars, chance is 0.1
 
@@ -100,6 +101,7 @@ def test_missing_files_and_a_t_that_differs_are_one_line(make_cfg, tmp_path, nmn
     cfg = make_cfg("dataset=nmnist", f"dataset.root={tmp_path / 'empty'}", "model=ann")
     with pytest.raises(DataError, match="N-MNIST not found in .*empty/NMNIST"):
         run(cfg)
+    assert not (tmp_path / "run").exists()  # stopped before the run folder was written
     bad = make_cfg("dataset=nmnist", "model=conv_snn", "dataset.time_bins=4")
     with pytest.raises(ConfigError, match=r"dataset.time_bins=4 is not allowed.*model.num_steps"):
         validate(bad)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from snnbench.config import flatten, is_spiking
+from snnbench.config import ADDED_MODEL_KEYS, flatten, is_spiking
 
 METRICS_FILE = "metrics.json"
 OPTUNA_DB = "optuna.db"
@@ -212,13 +212,17 @@ def parse_record(record: Any, run_dir: str) -> tuple[dict[str, Any], list[dict[s
         raise ValueError("metrics.json 'history' is not a list of epoch records")
 
     flat = flatten(config, lists_as_json=True)
-    row: dict[str, Any] = {f"config.{k}": v for k, v in flat.items()}
     # a non-spiking model: the ANNs, or any model run without a time axis (num_steps null)
     model = config["model"]
     if "num_steps" in model:
         is_ann = not is_spiking({"model": model})
     else:  # a hand-written record
         is_ann = model.get("name") == "ann"
+    if str(model.get("_target_") or "snnbench.").startswith("snnbench."):
+        for key, default in ADDED_MODEL_KEYS.items():  # a built-in model's newer keys
+            if key != "dropout_mask" or not is_ann:
+                flat.setdefault(f"model.{key}", default)
+    row: dict[str, Any] = {f"config.{k}": v for k, v in flat.items()}
     for alias, key in ALIASES.items():
         row[alias] = None if (is_ann and alias in SPIKING_ONLY) else flat.get(key)
     for key in RECORD_METRICS:

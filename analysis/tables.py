@@ -18,7 +18,13 @@ from analysis.collect import METRICS, RUNTIME_KEYS
 
 DEFAULT_BY = ("model", "encoding", "neuron")
 
-MODEL_NAMES = {"ann": "ANN", "single_step": "Single-step SNN", "temporal": "Temporal SNN"}
+MODEL_NAMES = {
+    "ann": "ANN",
+    "single_step": "Single-step SNN",
+    "temporal": "Temporal SNN",
+    "conv_ann": "Conv ANN",
+    "conv_snn": "Conv SNN",
+}
 
 METRIC_TITLES = {
     "test_acc": "Test Accuracy",

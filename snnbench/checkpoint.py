@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from snnbench.config import ConfigError, flatten
+from snnbench.config import ADDED_MODEL_KEYS, ConfigError, flatten
 from snnbench.encoding import RATE_SAMPLER
 from snnbench.results import save_torch
 
@@ -135,6 +135,9 @@ def check_same_config(checkpoint: dict[str, Any], cfg: DictConfig, run_dir: Path
     old, new = _binding(checkpoint["config"]), comparable(cfg)
     _legacy_targets(old, new)
     old.setdefault("trainer.precision", "32")  # written before the key existed: float32
+    for key, default in ADDED_MODEL_KEYS.items():  # older runs ran with the default
+        if f"model.{key}" not in old and new.get(f"model.{key}") == default:
+            old[f"model.{key}"] = default
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
         raise CheckpointMismatch(

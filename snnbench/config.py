@@ -18,6 +18,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from snnbench.dropout import DROPOUT_MASKS
 from snnbench.events import SPIKE_ENCODINGS
 
 
@@ -112,6 +113,10 @@ class SpikingConfig:
     max_samples: int | None = None  # None = the whole test split; N = its first N images
 
 
+#: Keys the built-in models gained after records and checkpoints were written, with the
+#: value that means what the older runs did (a record or checkpoint without the key ran so);
+#: ``dropout_mask`` only exists for the spiking models.
+ADDED_MODEL_KEYS = {"dropout": 0.0, "dropout_mask": "sample"}
 #: The ``model`` keys the harness reads; the others are passed to the model's ``_target_``.
 MODEL_HARNESS_KEYS = ("_target_", "name", "num_steps", "event_input", "lr")
 ENCODINGS = ("rate", "latency", "delta", "direct")
@@ -261,6 +266,16 @@ def validate(cfg: DictConfig) -> None:
             "a non-empty list of layer sizes >= 1",
         )
     _check(cfg, "model.lr", _finite(m.lr) and m.lr > 0, "a number > 0")
+    if _ours(cfg) and "dropout" in m:
+        _check(cfg, "model.dropout", _finite(m.dropout) and 0 <= m.dropout < 1, "in [0, 1)")
+    if _ours(cfg) and "dropout_mask" in m:
+        _choice(cfg, "model.dropout_mask", DROPOUT_MASKS)
+        _check(
+            cfg,
+            "model.dropout_mask",
+            is_spiking(cfg),
+            "left out for a model without time steps (its dropout has no T to share a mask over)",
+        )
     if is_spiking(cfg):
         _check(
             cfg,
@@ -326,6 +341,15 @@ def validate(cfg: DictConfig) -> None:
             "an integer in [1, 59999] (validation images held out of the training set)",
         )
     _check(cfg, "dataset.val_size", d.val_size >= 1, "an integer >= 1")
+    if "time_bins" in d:  # event frames: one per time step
+        steps = m.num_steps if is_spiking(cfg) else None
+        _check(
+            cfg,
+            "dataset.time_bins",
+            d.time_bins == steps,
+            f"model.num_steps ({steps}), the model's time steps (the default "
+            "${model.num_steps} says so)",
+        )
     _check(
         cfg,
         "dataset.train_subset",

@@ -21,6 +21,7 @@ from torch import nn
 
 from snnbench import hooks
 from snnbench.contract import Neuron
+from snnbench.dropout import Dropout, StepMasks
 from snnbench.layers import LIF
 from snnbench.models import SNNOutput
 
@@ -49,7 +50,8 @@ def _convs(
 
 
 class ConvANN(nn.Module):
-    """(Conv-MaxPool-ReLU) blocks then a Linear: images ``[B, C, H, W]`` -> logits ``[B, K]``."""
+    """(Conv-MaxPool-ReLU) blocks then a Linear: images ``[B, C, H, W]`` -> logits ``[B, K]``;
+    ``dropout``: p of each block's output while training."""
 
     def __init__(
         self,
@@ -58,15 +60,17 @@ class ConvANN(nn.Module):
         channels: Sequence[int] = (12, 64),
         kernel_size: int = 5,
         pool: int = 2,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.convs, features = _convs(input_shape, channels, kernel_size, pool)
         self.pool = nn.MaxPool2d(pool)
         self.fc = nn.Linear(features, num_classes)
+        self.dropout = Dropout(dropout, time_first=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
-            x = torch.relu(self.pool(conv(x)))
+            x = self.dropout(torch.relu(self.pool(conv(x))))
         return self.fc(x.flatten(1))
 
 
@@ -75,7 +79,8 @@ class ConvSNN(nn.Module):
     (spikes of each LIF layer ``[T, B, ...]``, output membrane ``[T, B, K]``).
 
     readout ``mean_mem``: logits = output membrane averaged over T; ``spike_count``: output
-    spikes summed over T.
+    spikes summed over T. ``dropout``: p of each block's spikes while training, one mask per
+    sample shared by the T steps (``dropout_mask="sample"``) or one per step (``"step"``).
     """
 
     def __init__(
@@ -88,6 +93,8 @@ class ConvSNN(nn.Module):
         pool: int = 2,
         readout: str = "mean_mem",
         engine: str = "fused",
+        dropout: float = 0.0,
+        dropout_mask: str = "sample",
     ):
         super().__init__()
         if readout not in ("mean_mem", "spike_count"):
@@ -98,6 +105,7 @@ class ConvSNN(nn.Module):
         self.convs, features = _convs(input_shape, channels, kernel_size, pool)
         self.pool = nn.MaxPool2d(pool)
         self.fc = nn.Linear(features, num_classes)
+        self.dropout = Dropout(dropout, dropout_mask)
         n_lif = len(self.convs) + 1
         if engine == "fused":
             self.lifs = nn.ModuleList(LIF(neuron) for _ in range(n_lif))
@@ -125,8 +133,9 @@ class ConvSNN(nn.Module):
             else:  # every frame of every step at once
                 cur = self.pool(conv(h.reshape(T * B, *h.shape[2:])))
                 cur = cur.reshape(T, B, *cur.shape[1:])
-            h, _ = lif(cur)
-            spikes.append(h)
+            spk, _ = lif(cur)
+            spikes.append(spk)
+            h = self.dropout(spk)  # the next layer's input
         out, mem = self.lifs[-1](self.fc(h.reshape(T, B, -1)))
         spikes.append(out)
         return spikes, mem
@@ -136,6 +145,7 @@ class ConvSNN(nn.Module):
         states = [(lif.reset_mem(),) if leaky else lif.reset_mem() for lif in self.lifs]
         spk_rec: list[list[torch.Tensor]] = [[] for _ in self.lifs]
         mem_rec = []
+        masks = StepMasks(self.dropout, x.shape[0], len(self.convs))
         for t in range(x.shape[0]):
             h = x[t]
             for i, lif in enumerate(self.lifs):
@@ -146,5 +156,6 @@ class ConvSNN(nn.Module):
                 out = lif(cur, *states[i])
                 h, states[i] = out[0], tuple(out[1:])
                 spk_rec[i].append(h)
+                h = masks.apply(i, t, h)
             mem_rec.append(states[-1][-1])
         return [torch.stack(s) for s in spk_rec], torch.stack(mem_rec)

@@ -176,6 +176,18 @@ def build_dataset(dataset: DictConfig | dict) -> Any:
     return obj
 
 
+def gives_frames(dataset: DictConfig | dict) -> bool:
+    """Whether the dataset's samples carry their own time axis, ``[T, C, H, W]`` (its class
+    says ``frames = True``, as :class:`snnbench.neuromorphic.NMNIST`): then they are fed to a
+    spiking model as they are, time first, instead of through the encoding."""
+    from snnbench.contract import _locate
+
+    try:
+        return bool(getattr(_locate(_target(dataset)), "frames", False))
+    except Exception:  # not importable: build_dataset says why, in one line
+        return False
+
+
 def dataset_shape(dataset: DictConfig | dict) -> tuple[tuple[int, ...], int]:
     """(one sample's shape ``(C, H, W)``, number of classes) of the ``dataset`` config."""
     obj = build_dataset(dataset)

@@ -18,13 +18,16 @@ class Batcher:
     for a non-spiking model, the configured encoding ``[T, B, *input_shape]`` for a spiking
     one — as flat :class:`~snnbench.events.SpikeEvents` ``[T, B, C*H*W]`` (the same spikes,
     from the same draws) when ``model.event_input`` selects event input (the fused MLP)
-    and the images are on the CPU."""
+    and the images are on the CPU. A dataset of event frames (uint8 counts ``[B, T, C, H, W]``,
+    e.g. N-MNIST) is fed as it is: ``[T, B, C, H, W]`` float counts, no encoding (``[B, C, H,
+    W]`` for a model without time)."""
 
     def __init__(self, cfg: DictConfig, input_shape: tuple[int, ...] | None = None):
-        if input_shape is None:
-            from snnbench.datasets import dataset_shape
+        from snnbench.datasets import dataset_shape, gives_frames
 
+        if input_shape is None:
             input_shape = dataset_shape(cfg.dataset)[0]
+        self.frames = gives_frames(cfg.dataset)
         self.input_shape = tuple(input_shape)
         self.is_ann = not is_spiking(cfg)
         self.num_steps = int(cfg.model.num_steps or 1)
@@ -39,6 +42,10 @@ class Batcher:
     def __call__(
         self, images: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor | SpikeEvents:
+        if self.frames:  # event counts, already binned in time
+            if self.is_ann:
+                return images.to(torch.float32).view(-1, *self.input_shape)
+            return images.transpose(0, 1).to(torch.float32, memory_format=torch.contiguous_format)
         if self.is_ann:
             return to_unit(images).view(-1, *self.input_shape)
         if self.events and images.device.type == "cpu":

@@ -20,6 +20,7 @@ from torch import nn
 
 from snnbench import hooks
 from snnbench.contract import Neuron, build_model
+from snnbench.dropout import Dropout, StepMasks
 from snnbench.engine import neuron_sequence
 from snnbench.events import SpikeEvents, event_linear
 from snnbench.neurons import LIFParams
@@ -38,9 +39,9 @@ class SNNOutput(NamedTuple):
 
 class ANN(nn.Module):
     """Linear-ReLU-...-Linear on images ``[B, ...]`` (flattened to ``[B, in]``) -> logits
-    ``[B, C]``."""
+    ``[B, C]``; ``dropout``: p of each hidden ReLU's output while training."""
 
-    def __init__(self, sizes: list[int]):
+    def __init__(self, sizes: list[int], dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -48,13 +49,21 @@ class ANN(nn.Module):
             if i < len(sizes) - 2:
                 layers.append(nn.ReLU())
         self.net = nn.Sequential(*layers)
+        self.dropout = Dropout(dropout, time_first=False)
 
     @property
     def fcs(self) -> list[nn.Linear]:
         return [m for m in self.net if isinstance(m, nn.Linear)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.flatten(1))
+        if not self.dropout.active:
+            return self.net(x.flatten(1))
+        h = x.flatten(1)
+        for layer in self.net:
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                h = self.dropout(h)
+        return h
 
 
 def _snntorch_surrogate(surrogate: str, slope: float):
@@ -70,7 +79,9 @@ class SpikingMLP(nn.Module):
     :class:`SNNOutput`.
 
     readout "mean_mem": logits = output membrane averaged over T (the study's);
-    "spike_count": logits = output spikes summed over T.
+    "spike_count": logits = output spikes summed over T. ``dropout``: p of each hidden
+    layer's spikes while training, one mask per sample shared by the T steps
+    (``dropout_mask="sample"``) or one per step (``"step"``); see :mod:`snnbench.dropout`.
     """
 
     def __init__(
@@ -81,9 +92,12 @@ class SpikingMLP(nn.Module):
         readout: str = "mean_mem",
         engine: str = "fused",
         learn_beta: bool = False,
+        dropout: float = 0.0,
+        dropout_mask: str = "sample",
     ):
         super().__init__()
         self.params, self.neuron, self.readout, self.engine = params, neuron, readout, engine
+        self.dropout = Dropout(dropout, dropout_mask)
         self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         n_layers = len(self.fcs)
         if engine == "fused":
@@ -148,7 +162,8 @@ class SpikingMLP(nn.Module):
         T, B = x.shape[:2]
         spikes: list[torch.Tensor] = []
         h = x
-        for fc, beta in zip(self.fcs, self.layer_betas()):
+        last = len(self.fcs) - 1
+        for i, (fc, beta) in enumerate(zip(self.fcs, self.layer_betas())):
             if isinstance(h, SpikeEvents):  # sum the weight columns of the inputs that spiked
                 cur = event_linear(h, fc)
                 hooks.count_events(fc, h)  # counted by the spiking metrics, step by step
@@ -157,8 +172,9 @@ class SpikingMLP(nn.Module):
                     cur = fc(h[0]).unsqueeze(0).expand(T, B, -1)
             else:
                 cur = fc(h.reshape(T * B, -1)).reshape(T, B, -1)
-            h, mem = neuron_sequence(self.neuron, cur, self.params, beta)
-            spikes.append(h)
+            spk, mem = neuron_sequence(self.neuron, cur, self.params, beta)
+            spikes.append(spk)
+            h = self.dropout(spk) if i < last else spk  # the next layer's input
         return spikes, mem
 
     def _forward_snntorch(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -167,12 +183,14 @@ class SpikingMLP(nn.Module):
         ]
         spk_rec: list[list[torch.Tensor]] = [[] for _ in self.fcs]
         mem_rec = []
+        masks = StepMasks(self.dropout, x.shape[0], len(self.fcs) - 1)
         for t in range(x.shape[0]):
             h = x[t]
             for i, (fc, lif) in enumerate(zip(self.fcs, self.lifs)):
                 out = lif(fc(h), *states[i])
                 h, states[i] = out[0], tuple(out[1:])
                 spk_rec[i].append(h)
+                h = masks.apply(i, t, h)
             mem_rec.append(states[-1][-1])
         return [torch.stack(s) for s in spk_rec], torch.stack(mem_rec)
 
@@ -186,9 +204,11 @@ def _features(input_shape: Sequence[int]) -> int:
     return int(math.prod(input_shape))
 
 
-def ann_mlp(hidden: list[int], input_shape: Sequence[int], num_classes: int) -> ANN:
+def ann_mlp(
+    hidden: list[int], input_shape: Sequence[int], num_classes: int, dropout: float = 0.0
+) -> ANN:
     """``model=ann``: the flattened image through Linear-ReLU layers of sizes ``hidden``."""
-    return ANN([_features(input_shape), *hidden, num_classes])
+    return ANN([_features(input_shape), *hidden, num_classes], dropout=dropout)
 
 
 def spiking_mlp(
@@ -198,6 +218,8 @@ def spiking_mlp(
     neuron: Neuron,
     readout: str = "mean_mem",
     engine: str = "fused",
+    dropout: float = 0.0,
+    dropout_mask: str = "sample",
 ) -> SpikingMLP:
     """``model=temporal`` / ``single_step``: Linear + LIF layers of sizes ``hidden``."""
     return SpikingMLP(
@@ -207,6 +229,8 @@ def spiking_mlp(
         readout=readout,
         engine=engine,
         learn_beta=neuron.learn_beta,
+        dropout=dropout,
+        dropout_mask=dropout_mask,
     )
 
 

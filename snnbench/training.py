@@ -25,7 +25,7 @@ from torch import nn
 
 from snnbench import checkpoint as ckpt
 from snnbench import data as data_mod
-from snnbench import run_folder
+from snnbench import dropout, run_folder
 from snnbench.augment import Augment, batch_generator, build_augment
 from snnbench.config import resolve_device, validate
 from snnbench.credentials import mask_config
@@ -301,8 +301,9 @@ def _train_epoch(
     epoch: int,
     augment: Augment | None = None,
 ) -> dict[str, Any]:
-    """One pass over the training split (each batch through ``augment``, the loss with
-    ``trainer.label_smoothing``); returns the epoch's history entry (no eval)."""
+    """One pass over the training split (each batch through ``augment``, the model's dropout
+    masks drawn from the batch's own generator, the loss with ``trainer.label_smoothing``);
+    returns the epoch's history entry (no eval)."""
     from tqdm.auto import tqdm
 
     model.train()
@@ -321,9 +322,12 @@ def _train_epoch(
     )
     smoothing = float(cfg.trainer.get("label_smoothing", 0.0))
     seed = int(cfg.trainer.seed)
+    dropping = dropout.has_dropout(model)
     for step, (images, labels) in enumerate(bar):
         if augment is not None and augment.active:
             images = augment(images, batch_generator(seed, epoch, step))
+        if dropping:  # masks keyed by (seed, epoch, step): a resumed run draws the same
+            dropout.set_generator(model, dropout.batch_generator(seed, epoch, step, device))
         with _precision(cfg, device):  # the forward only: backward follows its dtypes
             logits = logits_of(model, batcher(images, encode_gen))
             loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
@@ -343,6 +347,7 @@ def _train_epoch(
                 )
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{value / seen:.4f}", refresh=False)
+    dropout.set_generator(model, None)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - t0

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from snnbench.config import ConfigError, validate
+from snnbench.datasets import dataset_shape, gives_frames
 from snnbench.inputs import Batcher
 from snnbench.models import build_model
 from snnbench.optim import build_optimizer
@@ -43,15 +44,21 @@ def test_every_option_composes_and_builds(make_cfg, group, option):
     validate(cfg)
     model = build_model(cfg)
     build_optimizer(cfg, model)
-    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    shape = dataset_shape(cfg.dataset)[0]
+
+    def images(steps: int | None) -> torch.Tensor:  # MNIST images, or event frames [B, T, ...]
+        if not gives_frames(cfg.dataset):
+            return torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+        return torch.randint(0, 4, (3, *([steps] if steps else []), *shape), dtype=torch.uint8)
+
     batcher = Batcher(cfg)
-    x = batcher(images, torch.Generator().manual_seed(0))
+    x = batcher(images(cfg.model.num_steps), torch.Generator().manual_seed(0))
     if cfg.model.num_steps is None:
-        assert x.shape == (3, 1, 28, 28)
+        assert x.shape == (3, *shape)
     else:
-        assert x.shape == (cfg.model.num_steps, 3, 1, 28, 28) or batcher.events
+        assert x.shape == (cfg.model.num_steps, 3, *shape) or batcher.events
         cfg_small = make_cfg(f"{group}={option}", "model.num_steps=3")
-        x = Batcher(cfg_small)(images, torch.Generator().manual_seed(0))
+        x = Batcher(cfg_small)(images(3), torch.Generator().manual_seed(0))
         model = build_model(cfg_small)
     out = model(x)
     logits = out if isinstance(out, torch.Tensor) else out.logits

@@ -273,10 +273,10 @@ def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from snnbench.config import is_spiking
-    from snnbench.datasets import load_dataset
-    from snnbench.evaluation import EVAL_SEED_OFFSET
-    from snnbench.inputs import Batcher
-    from snnbench.models import build_model
+    from snnbench.dataio.datasets import load_dataset
+    from snnbench.dataio.inputs import Batcher
+    from snnbench.measure.evaluation import EVAL_SEED_OFFSET
+    from snnbench.networks.contract import build_model
 
     run_dir = Path(run_dir)
     record = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))

@@ -28,7 +28,7 @@ from analysis import figures  # noqa: E402
 from analysis.collect import Collection, NoRunsError, collect  # noqa: E402
 from analysis.tables import MODEL_NAMES, to_markdown  # noqa: E402
 from snnbench.config import ConfigError  # noqa: E402
-from snnbench.study_plan import StudyPlan, load_plan  # noqa: E402
+from snnbench.studies.plan import StudyPlan, load_plan  # noqa: E402
 
 #: The study's three models (rows of the report's tables).
 MODELS = ("ann", "single_step", "temporal")

@@ -1,7 +1,7 @@
 """Command line: ``snnbench [group=option ...] [key=value ...]`` (also ``python -m snnbench``).
 
 Composes ``config.yaml`` (:func:`snnbench.config.config_dir`) with the overrides and calls
-:func:`snnbench.training.run`; ``--version`` prints the version, ``--help`` the usage.
+:func:`snnbench.run.training.run`; ``--version`` prints the version, ``--help`` the usage.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from snnbench import __version__, exit_codes
-from snnbench.checkpoint import CheckpointMismatch
+from snnbench import __version__
 from snnbench.config import ConfigError, config_dir, register_configs
-from snnbench.credentials import hide_overrides
-from snnbench.data import DataError
-from snnbench.engine import tune_cpu_allocator
+from snnbench.dataio.data import DataError
+from snnbench.maths.engine import tune_cpu_allocator
+from snnbench.run import exit_codes
+from snnbench.run.checkpoint import CheckpointMismatch
+from snnbench.run.credentials import hide_overrides
+from snnbench.run.training import TrainingDiverged, run
 from snnbench.sweeps.job import optuna_trial_job
-from snnbench.training import TrainingDiverged, run
 
 CONFIG_DIR = config_dir()
 
@@ -40,7 +41,7 @@ def _discard_empty_run_dir(run_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def job(cfg: DictConfig) -> float:
     """Run one job; in a single run, bad input ends with a one-line error and exit code 2,
-    a checkpoint that cannot be resumed with exit code 3 (see :mod:`snnbench.exit_codes`)."""
+    a checkpoint that cannot be resumed with exit code 3 (see :mod:`snnbench.run.exit_codes`)."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     tune_cpu_allocator()  # keep freed [T, B, N] buffers mapped (no numerical effect)
     try:

@@ -18,8 +18,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from snnbench.dropout import DROPOUT_MASKS
-from snnbench.events import SPIKE_ENCODINGS
+from snnbench.maths.dropout import DROPOUT_MASKS
+from snnbench.maths.events import SPIKE_ENCODINGS
 
 
 class ConfigError(ValueError):
@@ -77,7 +77,7 @@ class OptimizerConfig:
 @dataclass
 class DatasetConfig:
     """The ``dataset`` group: ``_target_`` names the dataset object (see
-    :mod:`snnbench.datasets`); the split keys are the harness's, the others the object's
+    :mod:`snnbench.dataio.datasets`); the split keys are the harness's, the others the object's
     arguments (the schema is open to more)."""
 
     _target_: str = "snnbench.datasets.IDXDataset"
@@ -194,7 +194,7 @@ EVENT_MODEL_TARGETS = ("snnbench.models.spiking_mlp", "snnbench.models.SpikingML
 
 
 def takes_events(cfg: DictConfig) -> bool:
-    """Whether the model can be fed :class:`~snnbench.events.SpikeEvents` (the fused MLP).
+    """Whether the model can be fed :class:`~snnbench.maths.events.SpikeEvents` (the fused MLP).
     A config without ``_target_`` (a record from before models were objects) is an MLP."""
     m = cfg.model
     target = m.get("_target_")
@@ -236,7 +236,7 @@ def _check_encoder(cfg: DictConfig) -> None:
         # latency: snnTorch refuses 0; delta: at 0 every pixel would fire at every step
         _check(cfg, "encoding.threshold", e.threshold > 0, f"in (0, 1) for encoding={e.name}")
     if e.name == "latency" and not e.normalize:
-        from snnbench.encoding import latency_last_step
+        from snnbench.maths.encoding import latency_last_step
 
         last = latency_last_step(e.tau, e.threshold, e.linear)
         if last > steps - 1:

@@ -14,8 +14,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from snnbench import data
 from snnbench.config import config_dir, register_configs
+from snnbench.dataio import data
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = config_dir()

@@ -18,7 +18,7 @@ import pytest
 from analysis import collect, compare, figures, format_compare, study_table, to_latex, to_markdown
 from analysis.collect import NoRunsError
 from analysis.tables import mixed_groups
-from snnbench.training import TrainingDiverged, run
+from snnbench.run.training import TrainingDiverged, run
 from tests.conftest import ROOT, TINY, compose_cfg
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

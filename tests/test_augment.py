@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from snnbench.augment import Augment, affine, batch_generator, build_augment, shift
 from snnbench.config import ConfigError
+from snnbench.dataio.augment import Augment, affine, batch_generator, build_augment, shift
 
 
 def _dots(n: int) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from snnbench import bench
+from snnbench.benchmarks import engine as bench
 
 
 def test_bench_runs_and_writes_ratios(tmp_path, capsys):

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from snnbench.config import ConfigError, validate
-from snnbench.datasets import dataset_shape, gives_frames
-from snnbench.inputs import Batcher
-from snnbench.models import build_model
-from snnbench.optim import build_optimizer
+from snnbench.dataio.datasets import dataset_shape, gives_frames
+from snnbench.dataio.inputs import Batcher
+from snnbench.networks.contract import build_model
+from snnbench.run.optim import build_optimizer
 from tests.conftest import ROOT
 
 GROUPS = [
@@ -200,7 +200,7 @@ def test_unnormalised_latency_that_fits_in_T_is_accepted(make_cfg):
     accepted, and the encoder puts it on the last step; T=5 is refused (ENCODER_BAD)."""
     import torch
 
-    from snnbench.encoding import latency, latency_last_step
+    from snnbench.maths.encoding import latency, latency_last_step
 
     cfg = make_cfg(
         "encoding=latency", "encoding.normalize=false", "encoding.tau=5", "model.num_steps=6"

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from snnbench.config import ConfigError
-from snnbench.contract import Neuron, build_model
-from snnbench.conv import ConvANN, ConvSNN
-from snnbench.hooks import Recorder
-from snnbench.neurons import LIFParams
-from snnbench.training import run
+from snnbench.maths.neurons import LIFParams
+from snnbench.networks.contract import Neuron, build_model
+from snnbench.networks.conv import ConvANN, ConvSNN
+from snnbench.networks.hooks import Recorder
+from snnbench.run.training import run
 
 SHAPE = (1, 16, 16)
 

@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 from sweeping import pg_password_cluster  # noqa: F401 (a fixture)
 
-from snnbench import credentials
+from snnbench.run import credentials
 from tests.conftest import ROOT, TINY
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from snnbench import data
+from snnbench.dataio import data
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_resume_accepts_data_found_elsewhere(make_cfg, tmp_path, mnist_files, mo
     """Where the same files are found (dataset.root, download) is not part of a run: a run
     interrupted after epoch 1 continues from a copy found under another root, reads its
     data there, and ends where an uninterrupted run ends."""
-    from snnbench.training import run
+    from snnbench.run.training import run
 
     def interrupt(epoch, record):
         raise KeyboardInterrupt

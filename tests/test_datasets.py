@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from snnbench.config import ConfigError
-from snnbench.datasets import IDXDataset, build_dataset, dataset_shape, load_dataset
-from snnbench.training import run
+from snnbench.dataio.datasets import IDXDataset, build_dataset, dataset_shape, load_dataset
+from snnbench.run.training import run
 from tests.conftest import ROOT, TINY
 
 

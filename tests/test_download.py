@@ -23,7 +23,7 @@ import pytest
 import torch
 import torchvision
 
-from snnbench import data
+from snnbench.dataio import data
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = [f"{stem}.gz" for stem in data.FILES.values()]

@@ -9,15 +9,15 @@ import json
 import pytest
 import torch
 
-from snnbench import dropout as dropout_mod
 from snnbench.config import ConfigError, validate
-from snnbench.contract import Neuron
-from snnbench.conv import ConvANN, ConvSNN
-from snnbench.dropout import Dropout, StepMasks
-from snnbench.models import ANN, SpikingMLP
-from snnbench.neurons import LIFParams
-from snnbench.results import CHECKPOINT_FILE, METRICS_FILE
-from snnbench.training import run
+from snnbench.maths import dropout as dropout_mod
+from snnbench.maths.dropout import Dropout, StepMasks
+from snnbench.maths.neurons import LIFParams
+from snnbench.networks.contract import Neuron
+from snnbench.networks.conv import ConvANN, ConvSNN
+from snnbench.networks.mlp import ANN, SpikingMLP
+from snnbench.run.results import CHECKPOINT_FILE, METRICS_FILE
+from snnbench.run.training import run
 
 PARAMS = LIFParams(beta=0.8, threshold=0.5)
 

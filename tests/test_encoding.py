@@ -8,7 +8,7 @@ import pytest
 import torch
 from snntorch import spikegen
 
-from snnbench import encoding, events
+from snnbench.maths import encoding, events
 
 
 def test_rate_is_bernoulli_pixel_over_255():
@@ -244,7 +244,7 @@ def test_checkpoint_from_the_older_rate_sampler_resumes_with_one_line(caplog):
     """A checkpoint's RNG states without the sampler's name (written before the counter-based
     sampler) restore and say once that the spikes differ from there on; a current one is
     silent."""
-    from snnbench import checkpoint
+    from snnbench.run import checkpoint
 
     shuffle, enc = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
     state = checkpoint.rng_state(shuffle, enc)

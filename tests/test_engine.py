@@ -12,10 +12,10 @@ import snntorch as snn
 import torch
 import torch.nn.functional as F
 
-from snnbench import encoding
-from snnbench.engine import neuron_sequence
-from snnbench.models import SpikingMLP, _snntorch_surrogate
-from snnbench.neurons import DEFAULT_SLOPE, LIFParams
+from snnbench.maths import encoding
+from snnbench.maths.engine import neuron_sequence
+from snnbench.maths.neurons import DEFAULT_SLOPE, LIFParams
+from snnbench.networks.mlp import SpikingMLP, _snntorch_surrogate
 
 NEURONS = ("leaky", "synaptic")
 RESETS = ("subtract", "zero", "none")

@@ -11,14 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from snnbench import encoding, events
 from snnbench.config import ConfigError, validate
-from snnbench.encoding import EncodingParams
-from snnbench.inputs import Batcher
-from snnbench.models import SpikingMLP
-from snnbench.neurons import LIFParams
-from snnbench.results import METRICS_FILE
-from snnbench.training import run
+from snnbench.dataio.inputs import Batcher
+from snnbench.maths import encoding, events
+from snnbench.maths.encoding import EncodingParams
+from snnbench.maths.neurons import LIFParams
+from snnbench.networks.mlp import SpikingMLP
+from snnbench.run.results import METRICS_FILE
+from snnbench.run.training import run
 
 DENSITIES = (0.0, 0.01, 0.13, 0.5, 1.0)
 STEPS = (1, 7, 100)

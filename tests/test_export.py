@@ -13,11 +13,17 @@ import torch
 from conftest import ROOT, compose_cfg
 from omegaconf import OmegaConf
 
-from snnbench.datasets import load_dataset
-from snnbench.export import DT, build_run_model, export_run, fold_r_into_threshold, load_run_config
-from snnbench.export import main as export_main
-from snnbench.inputs import Batcher
-from snnbench.training import run
+from snnbench.dataio.datasets import load_dataset
+from snnbench.dataio.inputs import Batcher
+from snnbench.run.export import (
+    DT,
+    build_run_model,
+    export_run,
+    fold_r_into_threshold,
+    load_run_config,
+)
+from snnbench.run.export import main as export_main
+from snnbench.run.training import run
 
 nir = pytest.importorskip("nir", reason='needs the nir extra (".[nir]")')
 pytest.importorskip("nirtorch", reason='needs the nir extra (".[nir]")')

@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnbench.contract import Neuron
-from snnbench.hooks import Recorder, conv2d_ops, repeated
-from snnbench.layers import LIF
-from snnbench.neurons import LIFParams
+from snnbench.maths.neurons import LIFParams
+from snnbench.maths.synops import conv2d_ops
+from snnbench.networks.contract import Neuron
+from snnbench.networks.hooks import Recorder, repeated
+from snnbench.networks.layers import LIF
 
 CONVS = [
     dict(in_channels=1, out_channels=4, kernel_size=5),

@@ -9,9 +9,9 @@ import itertools
 import pytest
 import torch
 
-from snnbench import events, lif_cpu
-from snnbench.engine import leaky_sequence, synaptic_sequence
-from snnbench.neurons import LIFParams
+from snnbench.maths import events, lif_cpu
+from snnbench.maths.engine import leaky_sequence, synaptic_sequence
+from snnbench.maths.neurons import LIFParams
 
 
 def run(sequence, current, p, beta, compiled: bool, monkeypatch, grads=("spk", "mem")):

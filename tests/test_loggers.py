@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT, TINY
 
 from snnbench.config import ConfigError
-from snnbench.loggers import (
+from snnbench.run.loggers import (
     EPOCH_METRICS,
     MLFLOW_PARENT_FILE,
     SWEEP_TAG,
@@ -27,8 +27,8 @@ from snnbench.loggers import (
     final_metrics,
     open_loggers,
 )
-from snnbench.results import METRICS_FILE
-from snnbench.training import run
+from snnbench.run.results import METRICS_FILE
+from snnbench.run.training import run
 
 RUN = ["model.num_steps=3", "trainer.epochs=2", "trainer.test_every_epoch=true"]
 
@@ -321,7 +321,7 @@ def test_sweep_parent_run_ends_when_its_last_job_ends(make_cfg, tmp_path, monkey
     """Two jobs of one sweep run at once: the first to end leaves the parent RUNNING, the
     last one finishes it."""
     mlflow = pytest.importorskip("mlflow", reason='needs the mlflow extra (".[mlflow]")')
-    import snnbench.loggers as loggers_mod
+    import snnbench.run.loggers as loggers_mod
 
     sweep = tmp_path / "sweep"
     sweep.mkdir()

@@ -12,26 +12,25 @@ import torch
 from torch import nn
 
 from snnbench.config import ConfigError, validate
-from snnbench.data import Split
-from snnbench.events import SpikeEvents
-from snnbench.inputs import Batcher
-from snnbench.metrics import (
+from snnbench.dataio.data import Split
+from snnbench.dataio.inputs import Batcher
+from snnbench.maths.events import SpikeEvents
+from snnbench.maths.synops import is_spike_valued, linear_ops
+from snnbench.measure.metrics import (
     activation_sparsity,
     connection_sparsity,
     cumulative_predictions,
     energy_pj,
     firing_rate,
     footprint_bytes,
-    is_spike_valued,
     latency_accuracy,
-    linear_ops,
     parameter_count,
     settle_steps,
     spiking_metrics,
 )
-from snnbench.models import build_model
-from snnbench.results import METRICS_FILE
-from snnbench.training import run
+from snnbench.networks.contract import build_model
+from snnbench.run.results import METRICS_FILE
+from snnbench.run.training import run
 from tests.conftest import ROOT, TINY
 
 # nonzero weights per input column: 2, 0, 2, 1
@@ -359,14 +358,14 @@ def test_defaults_and_cli_error(make_cfg, tmp_path):
 
 
 def test_chunked_counting_matches(monkeypatch):
-    import snnbench.metrics as metrics
+    from snnbench.maths import synops
 
     x = (torch.rand(3, 5, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
     whole = linear_ops(x, W)
-    monkeypatch.setattr(metrics, "_MAX_ROWS", 4)  # 15 rows -> chunks of 4, 4, 4, 3
-    assert metrics.linear_ops(x, W) == whole and whole.op == "AC"
+    monkeypatch.setattr(synops, "_MAX_ROWS", 4)  # 15 rows -> chunks of 4, 4, 4, 3
+    assert synops.linear_ops(x, W) == whole and whole.op == "AC"
     x[1, 2, 0] = 0.5
-    assert metrics.linear_ops(x, W) == linear_ops(x, W) and linear_ops(x, W).op == "MAC"
+    assert synops.linear_ops(x, W) == linear_ops(x, W) and linear_ops(x, W).op == "MAC"
 
 
 def _close(a, b, path=""):

@@ -14,8 +14,8 @@ import torch
 from omegaconf import OmegaConf
 
 from snnbench.config import ConfigError
-from snnbench.contract import Neuron, build_model
-from snnbench.models import ANN, SpikingMLP
+from snnbench.networks.contract import Neuron, build_model
+from snnbench.networks.mlp import ANN, SpikingMLP
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,7 +126,7 @@ def test_cli_bad_target_stops_before_any_data_loads(tmp_path, override):
 
 
 def test_checkpoint_from_before_models_were_objects_still_resumes(make_cfg, tmp_path):
-    from snnbench import checkpoint as ckpt
+    from snnbench.run import checkpoint as ckpt
 
     cfg = make_cfg("model=ann")
     old = OmegaConf.to_container(cfg, resolve=True)
@@ -142,7 +142,7 @@ def test_checkpoint_from_before_models_were_objects_still_resumes(make_cfg, tmp_
 def test_non_spiking_models_ignore_a_swept_num_steps(make_cfg, option):
     """A sweep over model.num_steps may include the ANNs: they stay non-spiking."""
     from snnbench.config import is_spiking
-    from snnbench.inputs import Batcher
+    from snnbench.dataio.inputs import Batcher
 
     cfg = make_cfg(f"model={option}", "model.num_steps=15")
     assert not is_spiking(cfg)

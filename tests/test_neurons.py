@@ -8,7 +8,7 @@ import pytest
 import snntorch as snn
 import torch
 
-from snnbench.neurons import (
+from snnbench.maths.neurons import (
     LeakyState,
     LIFParams,
     SynapticState,
@@ -111,7 +111,7 @@ def test_snntorch_engine_leaves_other_neurons_registered():
     neurons the user made (only ours are taken out)."""
     import snntorch as snn
 
-    from snnbench.models import build_model
+    from snnbench.networks.contract import build_model
     from tests.conftest import compose_cfg
 
     mine = snn.Leaky(beta=0.5)

@@ -13,10 +13,10 @@ import pytest
 pytest.importorskip("tonic")
 
 from snnbench.config import ConfigError, validate  # noqa: E402
-from snnbench.data import DataError  # noqa: E402
-from snnbench.neuromorphic import read_events, to_frames  # noqa: E402
-from snnbench.results import METRICS_FILE  # noqa: E402
-from snnbench.training import run  # noqa: E402
+from snnbench.dataio.data import DataError  # noqa: E402
+from snnbench.dataio.neuromorphic import read_events, to_frames  # noqa: E402
+from snnbench.run.results import METRICS_FILE  # noqa: E402
+from snnbench.run.training import run  # noqa: E402
 
 
 def write_bin(path: Path, events: list[tuple[int, int, int, int]]) -> None:

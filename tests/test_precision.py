@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from snnbench.config import ConfigError, validate
-from snnbench.conv import ConvSNN
-from snnbench.encoding import rate, rate_events
-from snnbench.engine import autocast
-from snnbench.events import event_linear
-from snnbench.models import SpikingMLP
-from snnbench.neurons import LIFParams
-from snnbench.results import CHECKPOINT_FILE, METRICS_FILE
-from snnbench.training import run
+from snnbench.maths.encoding import rate, rate_events
+from snnbench.maths.engine import autocast
+from snnbench.maths.events import event_linear
+from snnbench.maths.neurons import LIFParams
+from snnbench.networks.conv import ConvSNN
+from snnbench.networks.mlp import SpikingMLP
+from snnbench.run.results import CHECKPOINT_FILE, METRICS_FILE
+from snnbench.run.training import run
 
 CPU = torch.device("cpu")
 BF16 = "bf16-mixed"
@@ -120,7 +120,7 @@ def test_bf16_mixed_event_layer_reads_bf16_columns_like_the_dense_bf16_linear():
 
 
 def test_bf16_mixed_conv_snn_forward_and_backward():
-    from snnbench.contract import Neuron
+    from snnbench.networks.contract import Neuron
 
     torch.manual_seed(0)
     model = ConvSNN([1, 28, 28], 10, Neuron(), channels=[4, 8])

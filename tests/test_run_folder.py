@@ -1,4 +1,4 @@
-"""One writer per run folder (snnbench/run_folder.py): real ``python -m snnbench`` processes
+"""One writer per run folder (snnbench/run/run_folder.py): real ``python -m snnbench`` processes
 on one folder; a finished run is never overwritten."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TINY
 
-from snnbench import run_folder
-from snnbench.training import run
+from snnbench.run import run_folder
+from snnbench.run.training import run
 
 #: A run of 4 epochs, each long enough (~1 s) to be caught in the middle.
 SLOW = [*TINY, "dataset.train_subset=2048", "model.num_steps=8", "trainer.epochs=4"]
@@ -115,7 +115,7 @@ def test_the_lock_goes_with_its_process(tmp_path):
     """A holder killed by SIGKILL leaves the folder free at once (a kernel lock, no stale
     lock file to clean up)."""
     code = (
-        "import sys, time; from pathlib import Path; from snnbench import run_folder\n"
+        "import sys, time; from pathlib import Path; from snnbench.run import run_folder\n"
         "with run_folder.hold(Path(sys.argv[1]), resume=False):\n"
         "    print('held', flush=True); time.sleep(60)\n"
     )

@@ -24,12 +24,12 @@ from optuna.trial import TrialState
 from slurm_cluster import SlurmCluster, cluster, slurm  # noqa: F401 (slurm is a fixture)
 from sweeping import assert_no_secret, fresh_database, pg_url  # noqa: F401 (pg_url is a fixture)
 
-from snnbench import study
-from snnbench.executors import SlurmExecutor, make_executor
-from snnbench.study_plan import load_plan, part_items
+from snnbench.run.training import run
+from snnbench.studies import runner as study
+from snnbench.studies.executors import SlurmExecutor, make_executor
+from snnbench.studies.plan import load_plan, part_items
 from snnbench.sweeps.names import ATTR_SKIPPED, ATTR_WORKER
 from snnbench.sweeps.storage import open_storage
-from snnbench.training import run
 
 THREADS = ["trainer.num_threads=1"]
 #: Every job: tiny, one CPU thread, 1 CPU and 1 GB from SLURM, a 5 min limit.

@@ -13,8 +13,8 @@ import pytest
 
 from analysis.collect import collect
 from analysis.study import part_seconds, write_study_report
-from snnbench import study
-from snnbench.study_plan import load_plan, part_items
+from snnbench.studies import runner as study
+from snnbench.studies.plan import load_plan, part_items
 from tests.conftest import ROOT
 
 SECTIONS = (
@@ -188,7 +188,7 @@ def test_runner_keeps_a_folder_it_cannot_prove_stale_and_moves_one_it_can(
     """Exit 2 (bad input: here the data is missing) leaves the interrupted run's checkpoint
     and record untouched; exit 3 (a checkpoint of another config) moves them aside, and the
     run starts again and completes."""
-    from snnbench.training import run
+    from snnbench.run.training import run
     from tests.conftest import TINY
 
     root = tmp_path / "root"

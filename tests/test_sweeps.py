@@ -24,7 +24,7 @@ from conftest import ROOT, TINY
 from optuna.trial import TrialState
 from sweeping import assert_no_secret, pg_url  # noqa: F401 (pg_url is a fixture)
 
-from snnbench.credentials import URLS_ENV
+from snnbench.run.credentials import URLS_ENV
 from snnbench.sweeps.names import ATTR_SKIPPED
 from snnbench.sweeps.settings import SweepConfigError
 from snnbench.sweeps.space import search_space

@@ -26,12 +26,12 @@ from conftest import ROOT, TINY, compose_cfg
 from optuna.trial import TrialState
 from sweeping import assert_no_secret, fresh_database, pg_url  # noqa: F401 (pg_url is a fixture)
 
+from snnbench.run.training import run
 from snnbench.sweeps.names import ATTR_JOB, ATTR_SKIPPED
 from snnbench.sweeps.storage import open_storage
 from snnbench.sweeps.study import origin
 from snnbench.sweeps.tables import LOST_ERROR
 from snnbench.sweeps.workers import worker_pid
-from snnbench.training import run
 
 GRACE_S = 5  # covers a heartbeat thread starved on a loaded machine
 HEARTBEAT = ["hydra.sweeper.heartbeat_interval=1", f"hydra.sweeper.grace_period={GRACE_S}"]

@@ -12,14 +12,16 @@ import textwrap
 
 import pytest
 
-from snnbench import events
+from snnbench.maths import events
 
 SCRIPT = textwrap.dedent(
     """
     import threading
     import torch
-    from snnbench import encoding, events, lif_cpu
-    from snnbench.neurons import LIFParams
+    from snnbench.maths import encoding
+    from snnbench.maths import events
+    from snnbench.maths import lif_cpu
+    from snnbench.maths.neurons import LIFParams
 
     torch.manual_seed(0)
     images = (torch.rand(64, 28, 28) * 255).to(torch.uint8)

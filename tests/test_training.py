@@ -11,8 +11,8 @@ from importlib import metadata
 
 import pytest
 
-from snnbench.results import BEST_MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE
-from snnbench.training import TrainingDiverged, run
+from snnbench.run.results import BEST_MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE
+from snnbench.run.training import TrainingDiverged, run
 from tests.conftest import ROOT, TINY
 
 REQUIRED = {
@@ -96,7 +96,7 @@ def test_test_acc_follows_best_validation_epoch(make_cfg, tmp_path):
 
 
 def test_failed_spiking_pass_keeps_the_trained_run(make_cfg, tmp_path, monkeypatch):
-    import snnbench.training as training
+    import snnbench.run.training as training
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated failure of the spiking pass")
@@ -178,7 +178,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {root!r})
     from tests.conftest import compose_cfg
-    from snnbench.training import run
+    from snnbench.run.training import run
     cfg = compose_cfg({overrides!r}, {run_dir!r})
     def kill_after_first(epoch, record):
         if epoch == 1:
@@ -242,7 +242,7 @@ def test_ctrl_c_is_recorded_interrupted_and_resumes(make_cfg, tmp_path):
 def test_a_resumed_record_tells_every_session(make_cfg, tmp_path, monkeypatch):
     """The first session's start stays; each session is listed with its own overrides (a
     retried trial's, not the lost one's); the top-level overrides are the latest session's."""
-    import snnbench.record as record_mod
+    import snnbench.run.record as record_mod
 
     def interrupt(epoch, record):
         raise KeyboardInterrupt

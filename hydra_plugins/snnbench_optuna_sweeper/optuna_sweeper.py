@@ -227,7 +227,7 @@ class OptunaSweeper(Sweeper):
         from snnbench.sweeps.study import check_definition, retry_callback, study_definition
 
         assert self.config is not None
-        from snnbench.credentials import register, reveal
+        from snnbench.run.credentials import register, reveal
 
         cwd = Path(self.config.hydra.runtime.cwd)
         given = None if self.storage is None else reveal(str(self.storage))
@@ -502,11 +502,11 @@ class OptunaSweeper(Sweeper):
     # -- the sweep ----------------------------------------------------------------------
 
     def sweep(self, arguments: list[str]) -> Any:
+        from snnbench.run.run_folder import worker_id
         from snnbench.sweeps.names import RESULTS_FILE, TRIALS_FILE
         from snnbench.sweeps.settings import SweepConfigError
         from snnbench.sweeps.storage import redact
         from snnbench.sweeps.tables import write_study_files
-        from snnbench.sweeps.workers import worker_id
 
         assert self.config is not None and self.launcher is not None
         _quiet_optuna()

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from snnbench.run.run_folder import worker_id
 from snnbench.sweeps.names import ATTR_HEARTBEAT, ATTR_JOB, ATTR_PRUNER
 from snnbench.sweeps.samplers import build_pruner
 from snnbench.sweeps.storage import job_storage_spec, open_storage
-from snnbench.sweeps.workers import worker_id
 
 log = logging.getLogger(__name__)
 

@@ -2,19 +2,19 @@
 
 The storage URL may hold a password. It never travels in a job's overrides (which Hydra
 logs and writes into ``.hydra/*.yaml`` and the run's ``metrics.json``): jobs get the
-masked URL there and the real one through the environment (:mod:`snnbench.credentials`).
+masked URL there and the real one through the environment (:mod:`snnbench.run.credentials`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from snnbench import credentials
+from snnbench.run import credentials
+from snnbench.run.credentials import pg_driver
 from snnbench.sweeps.names import DEFAULT_STORAGE_FILE
 from snnbench.sweeps.settings import SweepConfigError
 
@@ -61,7 +61,7 @@ def resolve_storage(spec: str | None, sweep_dir: Path | str, cwd: Path | str) ->
 
 
 def redact(text: str) -> str:
-    """``text`` with every password hidden (see :func:`snnbench.credentials.redact`)."""
+    """``text`` with every password hidden (see :func:`snnbench.run.credentials.redact`)."""
     return credentials.redact(text)
 
 
@@ -74,16 +74,6 @@ def job_storage_spec(recorded: str) -> str:
     """The real storage URL of a job whose config says ``optuna.storage=recorded`` (masked
     when it holds a password: the real one comes from the environment)."""
     return credentials.reveal(recorded)
-
-
-def pg_driver(url: str) -> str:
-    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only it is here."""
-    scheme, sep, rest = url.partition("://")
-    if scheme not in ("postgresql", "postgres"):
-        return url
-    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
-        return f"postgresql+psycopg2{sep}{rest}"
-    return url
 
 
 def open_storage(

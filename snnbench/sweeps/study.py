@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from snnbench.checkpoint import RESUME_FREE_KEYS, RESUME_FREE_PREFIXES
-from snnbench.results import BEST_MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE
+from snnbench.run.checkpoint import RESUME_FREE_KEYS, RESUME_FREE_PREFIXES
+from snnbench.run.results import BEST_MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE
 from snnbench.sweeps.names import ATTR_DEFINITION
 from snnbench.sweeps.settings import SweepConfigError
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from snnbench.results import write_text
+from snnbench.run.results import write_text
 from snnbench.sweeps.names import (
     ATTR_ERROR,
     ATTR_RUN_DIR,

@@ -9,20 +9,7 @@ from __future__ import annotations
 import os
 import socket
 
-
-def _proc_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), to tell reused pids apart."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def worker_id() -> str:
-    """``host:pid:start`` of this process (recorded on the trials it asks for or runs)."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_proc_start(pid) or ''}"
+from snnbench.run.run_folder import _proc_start
 
 
 def worker_pid(worker: str | None) -> int | None:

@@ -1,0 +1,536 @@
+"""Event (sparse) input for the first Linear layer: spikes ``[T, B, N]`` as per-step index lists.
+
+Layer 1 of the temporal SNN multiplies a ``[T*B, 784]`` spike matrix that is ~87 % zeros
+(rate-coded MNIST) by ``W^T``. Here the spikes are kept as events — for each row
+``r = t*B + b``, the ascending indices of the inputs that spiked (CSR: ``offsets [T*B+1]``,
+``indices [nnz]``) — and
+
+* the forward sums the weight columns of the active inputs (``cur[r] = b + sum_i W[:, i]``);
+* the backward accumulates the weight gradient ``dW[:, i] += dcur[r]`` over the events and
+  the bias gradient over all rows; the input gets no gradient (it is data).
+
+The forward is ``torch.nn.functional.embedding_bag`` (a sum of weight rows per bag); the
+encoder and the weight gradient are numba kernels, parallel on the CPU (numba is a wheel: no
+compiler needed). Without numba, :func:`available` is False and callers stay dense.
+Everything here is CPU only; results equal the dense ``x @ W^T + b`` within float32
+summation-order error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("snnbench")
+
+try:  # numba is a declared dependency, but the dense path must work without it
+    import numba
+    from numba import njit, prange
+
+    # numba's OpenMP layer shares libgomp with torch and resets torch's thread count
+    # (trainer.num_threads) when it starts; its own thread pool leaves torch alone. That
+    # pool ("workqueue") aborts the process when two threads launch parallel kernels at
+    # once, so every call into a parallel kernel here goes through :func:`launch` (a lock).
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
+    _NUMBA_ERROR: str | None = None
+except ImportError as exc:  # pragma: no cover - exercised only where numba is missing
+    numba = None
+    _NUMBA_ERROR = f"{type(exc).__name__}: {exc}"
+
+_WARNED = False
+
+
+def available() -> bool:
+    """True when the event kernels can run (numba importable)."""
+    return numba is not None
+
+
+def warn_unavailable() -> None:
+    """Log, once per process, that the event path falls back to dense (numba missing)."""
+    global _WARNED
+    if not _WARNED:
+        log.warning("event input unavailable (%s); layer 1 runs dense", _NUMBA_ERROR)
+        _WARNED = True
+
+
+#: Encodings whose output is binary spikes: the ones event input takes.
+SPIKE_ENCODINGS = ("rate", "latency", "delta")
+
+
+def applies(spiking: bool, engine: str, encoding: str, device: torch.device) -> bool:
+    """Whether event input fits: a spiking model on the fused engine, a binary (spike)
+    encoding, the CPU."""
+    return spiking and engine == "fused" and encoding in SPIKE_ENCODINGS and device.type == "cpu"
+
+
+def use_events(mode: str, spiking: bool, engine: str, encoding: str, device: torch.device) -> bool:
+    """``model.event_input`` -> whether layer 1 gets events: ``off`` never; ``auto`` and
+    ``on`` wherever :func:`applies` (faster there: see the README's benchmark) and numba is
+    installed (else dense, with one log line)."""
+    if mode == "off" or not applies(spiking, engine, encoding, device):
+        return False
+    if not available():
+        warn_unavailable()
+        return False
+    return True
+
+
+def set_threads() -> None:
+    """numba's threads for this thread's next launch: torch's count, within numba's pool."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+#: Work (elements) from which a kernel is split over threads: below it a parallel launch
+#: (~0.1 ms) costs more than it saves, and the kernel runs on the calling thread.
+PARALLEL_MIN = 1 << 20
+#: Additions of the weight-gradient kernel that count as one element of work.
+WGRAD_ADDS_PER_ELEMENT = 16
+
+
+def threads_for(work: int) -> int:
+    """Threads for a kernel over ``work`` elements: torch's count, or 1 below
+    :data:`PARALLEL_MIN`."""
+    if work < PARALLEL_MIN:
+        return 1
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+#: Held while a parallel kernel runs: numba's workqueue layer is not thread-safe.
+_LAUNCH_LOCK = threading.Lock()
+
+
+def launch(kernel, *args):
+    """Run a ``parallel=True`` kernel with torch's thread count, one launch at a time.
+
+    Callers on other Python threads wait instead of aborting the process (workqueue layer);
+    with a thread-safe layer chosen by ``NUMBA_THREADING_LAYER`` the lock costs ~0.1 us.
+    """
+    with _LAUNCH_LOCK:
+        set_threads()
+        return kernel(*args)
+
+
+# ------------------------------------------------------------------------------ kernels
+
+if numba is not None:
+
+    @njit(cache=True)
+    def _row_offsets(counts):  # pragma: no cover - compiled
+        """CSR offsets ``[R + 1]`` (int64) of rows holding ``counts`` ``[R]`` entries."""
+        offsets = np.empty(counts.shape[0] + 1, dtype=np.int64)
+        offsets[0] = 0
+        for row in range(counts.shape[0]):
+            offsets[row + 1] = offsets[row] + counts[row]
+        return offsets
+
+    # Rate spikes from a counter-based generator: SplitMix64 at position n of the stream
+    # keyed by one 64-bit word per batch, n = ((b * N + i) * G + g) + 1 for sample b,
+    # input i and group g of four steps (G = ceil(T / 4)); each 64-bit output gives four
+    # uniform 15-bit lanes (bits 16l .. 16l+14), lane l for step t = 4g + l; a spike is
+    # lane <= k1[b, i] (P = k / 32768 exactly). snnbench.maths.encoding.rate_torch is the same
+    # sampler in torch ops (any device).
+
+    @njit(cache=True, inline="always", error_model="numpy")
+    def _splitmix(key, n):  # pragma: no cover - compiled
+        z = key + n * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+    @njit(cache=True, error_model="numpy")
+    def _active_inputs(k1):  # pragma: no cover - compiled
+        """Per sample the inputs that can spike (k1 >= 0), ascending: ``[B, N]``, counts."""
+        B, N = k1.shape
+        active = np.empty((B, N), dtype=np.int32)
+        n_active = np.zeros(B, dtype=np.int64)
+        for b in range(B):
+            c = 0
+            for i in range(N):
+                active[b, c] = i
+                c += np.int64(k1[b, i] >= 0)
+            n_active[b] = c
+        return active, n_active
+
+    @njit(cache=True, error_model="numpy")
+    def _rate_draw_sample(key, k1, active, n_active, T, b, counts, bits):  # pragma: no cover
+        """Sample b: the four steps' spikes of each active input per group as bits
+        ``bits[b, g, j]`` (bit l: step 4g + l) and the spikes per step in ``counts[:, b]``.
+
+        The inputs' counters and thresholds are gathered into contiguous arrays first, so
+        the hash loop is vectorised."""
+        N = k1.shape[1]
+        G = (T + 3) // 4
+        n = n_active[b]
+        base = np.empty(n, dtype=np.uint64)
+        kk = np.empty(n, dtype=np.int64)
+        for j in range(n):
+            i = active[b, j]
+            base[j] = np.uint64((b * N + i) * G + 1)
+            kk[j] = k1[b, i]
+        mask = np.uint64(0x7FFF)
+        one = np.uint8(1)
+        for g in range(G):
+            bg = bits[b, g]
+            c0 = c1 = c2 = c3 = 0
+            for j in range(n):
+                z = _splitmix(key, base[j] + np.uint64(g))
+                k = kk[j]
+                s0 = np.int64(np.int64(z & mask) <= k)
+                s1 = np.int64(np.int64((z >> np.uint64(16)) & mask) <= k)
+                s2 = np.int64(np.int64((z >> np.uint64(32)) & mask) <= k)
+                s3 = np.int64(np.int64((z >> np.uint64(48)) & mask) <= k)
+                c0 += s0
+                c1 += s1
+                c2 += s2
+                c3 += s3
+                bg[j] = np.uint8(s0 | (s1 << 1) | (s2 << 2) | (s3 << 3))
+            t = 4 * g
+            counts[t, b] = c0
+            if t + 1 < T:
+                counts[t + 1, b] = c1
+            if t + 2 < T:
+                counts[t + 2, b] = c2
+            if t + 3 < T:
+                counts[t + 3, b] = c3
+        return one
+
+    @njit(cache=True, error_model="numpy")
+    def _rate_fill_rows(active, n_active, B, bits, offsets, indices, r0, r1):  # pragma: no cover
+        """Writes CSR rows ``r0:r1`` (r = t*B + b) from the bits. Branch-free: each input is
+        stored at the row's cursor, which advances only on a spike — so one store may land
+        past the row's end, where the next row of the range overwrites it; a row ending where
+        the range ends (the slot belongs to another thread) is written with a branch."""
+        end = offsets[r1]
+        for r in range(r0, r1):
+            t, b = r // B, r % B
+            bg = bits[b, t // 4]
+            sh = np.uint8(t % 4)
+            act = active[b]
+            pos = offsets[r]
+            if offsets[r + 1] < end:
+                for j in range(n_active[b]):
+                    indices[pos] = act[j]
+                    pos += np.int64((bg[j] >> sh) & np.uint8(1))
+            else:
+                for j in range(n_active[b]):
+                    if (bg[j] >> sh) & np.uint8(1):
+                        indices[pos] = act[j]
+                        pos += 1
+
+    @njit(cache=True, error_model="numpy")
+    def _rate_events_serial(key, k1, T):  # pragma: no cover - compiled
+        """:func:`_rate_events_kernel` on the calling thread (small batches: no launch)."""
+        B, N = k1.shape
+        active, n_active = _active_inputs(k1)
+        counts = np.empty((T, B), dtype=np.int64)
+        bits = np.empty((B, (T + 3) // 4, N), dtype=np.uint8)
+        for b in range(B):
+            _rate_draw_sample(key, k1, active, n_active, T, b, counts, bits)
+        offsets = _row_offsets(counts.reshape(-1))
+        indices = np.empty(offsets[T * B] + 1, dtype=np.int32)
+        _rate_fill_rows(active, n_active, B, bits, offsets, indices, 0, T * B)
+        return offsets, indices[: offsets[T * B]]
+
+    @njit(parallel=True, cache=True, error_model="numpy")
+    def _rate_events_kernel(key, k1, T, n_chunks):  # pragma: no cover - compiled
+        """Rate spikes of thresholds k1 int16 ``[B, N]`` (k - 1, -1 = never) as CSR (rows
+        t*B + b, ascending inputs): draw (only inputs that can spike) and count per sample,
+        then fill contiguous ranges of rows."""
+        B, N = k1.shape
+        G = (T + 3) // 4
+        active, n_active = _active_inputs(k1)
+        counts = np.empty((T, B), dtype=np.int64)
+        bits = np.empty((B, G, N), dtype=np.uint8)
+        for b in prange(B):
+            _rate_draw_sample(key, k1, active, n_active, T, b, counts, bits)
+        offsets = _row_offsets(counts.reshape(-1))
+        R = T * B
+        indices = np.empty(offsets[R] + 1, dtype=np.int32)  # + 1: the last stray store
+        step = (R + n_chunks - 1) // n_chunks
+        for c in prange(n_chunks):
+            r0 = min(R, c * step)
+            _rate_fill_rows(active, n_active, B, bits, offsets, indices, r0, min(R, r0 + step))
+        return offsets, indices[: offsets[R]]
+
+    @njit(parallel=True, cache=True, error_model="numpy")
+    def _rate_dense_kernel(key, k1, T, out):  # pragma: no cover - compiled
+        """The same spikes dense: out float32 ``[T, B, N]`` (every input, no skipping)."""
+        B, N = k1.shape
+        G = (T + 3) // 4
+        mask = np.uint64(0x7FFF)
+        one, zero = np.float32(1.0), np.float32(0.0)
+        for bg in prange(B * G):
+            b, g = bg // G, bg % G
+            t = 4 * g
+            o0 = out[t, b]
+            o1 = out[min(t + 1, T - 1), b]  # a step past T is written to T-1 first, then
+            o2 = out[min(t + 2, T - 1), b]  # overwritten by its own lane below
+            o3 = out[min(t + 3, T - 1), b]
+            for i in range(N):
+                z = _splitmix(key, np.uint64((b * N + i) * G + g + 1))
+                k = np.int64(k1[b, i])
+                o3[i] = one if np.int64((z >> np.uint64(48)) & mask) <= k else zero
+                o2[i] = one if np.int64((z >> np.uint64(32)) & mask) <= k else zero
+                o1[i] = one if np.int64((z >> np.uint64(16)) & mask) <= k else zero
+                o0[i] = one if np.int64(z & mask) <= k else zero
+
+    @njit(parallel=True, cache=True)
+    def _dense_events_kernel(x, R, N):  # pragma: no cover - compiled
+        """Nonzero entries of ``x`` (float32 ``[R*N]``, values {0, 1}) as CSR; -1 offsets[0]
+        flags a value other than 0 or 1."""
+        counts = np.zeros(R, dtype=np.int64)
+        bad = np.zeros(R, dtype=np.bool_)
+        for row in prange(R):
+            c = 0
+            base = row * N
+            for i in range(N):
+                v = x[base + i]
+                if v != 0.0:
+                    c += 1
+                    if v != 1.0:
+                        bad[row] = True
+            counts[row] = c
+        offsets = _row_offsets(counts)
+        indices = np.empty(offsets[R], dtype=np.int32)
+        for row in prange(R):
+            pos = offsets[row]
+            base = row * N
+            for i in range(N):
+                if x[base + i] != 0.0:
+                    indices[pos] = i
+                    pos += 1
+        if bad.any():
+            offsets[0] = -1
+        return offsets, indices
+
+    @njit(cache=True, error_model="numpy")
+    def _wgrad_rows(offsets, indices, g, r0, r1, acc):  # pragma: no cover - compiled
+        """``acc[i] += g[r]`` for every event (r, i) of rows ``r0:r1``; acc ``[n_in, O]``."""
+        n_out = g.shape[1]
+        for row in range(r0, r1):
+            gr = g[row]
+            for j in range(offsets[row], offsets[row + 1]):
+                a = acc[indices[j]]
+                for o in range(n_out):
+                    a[o] += gr[o]
+
+    @njit(cache=True, error_model="numpy")
+    def _wgrad_serial(offsets, indices, g, n_in):  # pragma: no cover - compiled
+        """:func:`_wgrad_kernel` on the calling thread (small batches: no launch)."""
+        acc = np.zeros((n_in, g.shape[1]), dtype=g.dtype)
+        _wgrad_rows(offsets, indices, g, 0, g.shape[0], acc)
+        return acc
+
+    @njit(parallel=True, cache=True, error_model="numpy")
+    def _wgrad_kernel(offsets, indices, g, n_in, n_chunks):  # pragma: no cover - compiled
+        """``dWT[i] = sum over events (r, i) of g[r]``, ``[n_in, O]``: rows split into
+        ``n_chunks`` contiguous chunks, one private accumulator each, summed at the end."""
+        R = g.shape[0]
+        n_out = g.shape[1]
+        part = np.zeros((n_chunks, n_in, n_out), dtype=g.dtype)
+        step = (R + n_chunks - 1) // n_chunks
+        for c in prange(n_chunks):
+            r0 = min(R, c * step)
+            _wgrad_rows(offsets, indices, g, r0, min(R, r0 + step), part[c])
+        out = np.empty((n_in, n_out), dtype=g.dtype)
+        for i in prange(n_in):
+            for o in range(n_out):
+                s = part[0, i, o]
+                for c in range(1, n_chunks):
+                    s += part[c, i, o]
+                out[i, o] = s
+        return out
+
+
+# ------------------------------------------------------------------------------ the events
+
+
+@dataclass(frozen=True)
+class SpikeEvents:
+    """Binary spikes ``[T, B, N]`` as CSR over rows ``r = t*B + b``.
+
+    offsets: int64 ``[T*B + 1]``; indices: int32 ``[nnz]`` (ascending within a row), the
+    inputs that spiked at step t in sample b. CPU tensors. Behaves like the dense spike
+    tensor where the models and metrics need it: ``shape``, ``dim()``, ``x[:, :k]``.
+    """
+
+    offsets: torch.Tensor
+    indices: torch.Tensor
+    num_steps: int
+    batch: int
+    features: int
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.num_steps, self.batch, self.features))
+
+    @property
+    def device(self) -> torch.device:
+        return self.indices.device
+
+    def dim(self) -> int:
+        return 3
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.numel())
+
+    def row_counts(self) -> torch.Tensor:
+        """Spikes per (t, b), int64 ``[T, B]``."""
+        return torch.diff(self.offsets).view(self.num_steps, self.batch)
+
+    def input_counts(self) -> torch.Tensor:
+        """Spikes per input feature summed over all rows, int64 ``[N]``."""
+        return torch.bincount(self.indices.long(), minlength=self.features)
+
+    def to_dense(self) -> torch.Tensor:
+        """The spike tensor, float32 ``[T, B, N]``."""
+        R = self.num_steps * self.batch
+        out = torch.zeros(R, self.features, dtype=torch.float32)
+        rows = torch.repeat_interleave(torch.arange(R), torch.diff(self.offsets))
+        out[rows, self.indices.long()] = 1.0
+        return out.view(self.num_steps, self.batch, self.features)
+
+    def first(self, k: int) -> SpikeEvents:
+        """The events of the first ``k`` samples (``x[:, :k]`` of the dense tensor)."""
+        T, B = self.num_steps, self.batch
+        k = max(0, min(k, B))
+        counts = torch.diff(self.offsets).view(T, B)
+        rows = torch.repeat_interleave(torch.arange(T * B), counts.reshape(-1))
+        keep = (rows % B) < k
+        kept = counts[:, :k].reshape(-1)
+        offsets = torch.zeros(T * k + 1, dtype=torch.int64)
+        torch.cumsum(kept, 0, out=offsets[1:])
+        return SpikeEvents(offsets, self.indices[keep].contiguous(), T, k, self.features)
+
+    def __getitem__(self, key) -> SpikeEvents:
+        """Only ``x[:, :k]`` (the first k samples, as ``spiking_metrics`` and rasters cut)."""
+        if (
+            isinstance(key, tuple)
+            and len(key) == 2
+            and key[0] == slice(None)
+            and isinstance(key[1], slice)
+            and key[1].start in (None, 0)
+            and key[1].step in (None, 1)
+        ):
+            stop = self.batch if key[1].stop is None else key[1].stop
+            return self.first(stop if stop >= 0 else self.batch + stop)
+        raise TypeError("SpikeEvents supports only x[:, :k] (the first k samples)")
+
+
+def from_dense(x: torch.Tensor) -> SpikeEvents:
+    """Events of a {0, 1} spike tensor ``[T, B, N]`` (ValueError for any other value)."""
+    if x.dim() != 3:
+        raise ValueError(f"spikes must be [T, B, N], got shape {tuple(x.shape)}")
+    T, B, N = x.shape
+    flat = x.detach().to("cpu", torch.float32).contiguous().view(-1).numpy()
+    offsets, indices = launch(_dense_events_kernel, flat, T * B, N)
+    if offsets[0] < 0:
+        raise ValueError("event input needs spike values in {0, 1}")
+    return SpikeEvents(torch.from_numpy(offsets), torch.from_numpy(indices), T, B, N)
+
+
+def rate_events(key: int, k1: torch.Tensor, num_steps: int) -> SpikeEvents:
+    """Events of the rate code keyed by ``key`` (see :func:`snnbench.maths.encoding.rate`):
+    k1 int16 ``[B, N]`` (spike where a 15-bit lane <= k1)."""
+    B, N = k1.shape
+    args = (np.uint64(key % 2**64), k1.contiguous().numpy(), num_steps)
+    n = threads_for(num_steps * B * N)
+    if n == 1:
+        offsets, indices = _rate_events_serial(*args)
+    else:
+        offsets, indices = launch(_rate_events_kernel, *args, 4 * n)
+    return SpikeEvents(torch.from_numpy(offsets), torch.from_numpy(indices), num_steps, B, N)
+
+
+def rate_dense(key: int, k1: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """The spikes of :func:`rate_events` as float32 ``[T, B, N]`` (CPU)."""
+    B, N = k1.shape
+    out = torch.empty(num_steps, B, N, dtype=torch.float32)
+    if out.numel():
+        launch(
+            _rate_dense_kernel,
+            np.uint64(key % 2**64),
+            k1.contiguous().numpy(),
+            num_steps,
+            out.numpy(),
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------ the layer
+
+
+def _autocast_bf16() -> bool:
+    """Whether a CPU bfloat16 autocast region is active (``trainer.precision=bf16-mixed``)."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        on, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    else:  # pragma: no cover - older torch
+        on, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return on and dtype == torch.bfloat16
+
+
+def event_forward(events: SpikeEvents, weight: torch.Tensor, bias: torch.Tensor | None):
+    """``x @ W^T + b`` for event input: weight ``[O, N]`` -> current ``[T*B, O]``.
+
+    One bag of weight columns per row (``embedding_bag`` in sum mode over ``W^T``: torch's
+    optimised CPU kernel for exactly this sum), then the bias; float32 ``[T*B, O]``. Inside a
+    CPU bfloat16 autocast region (``trainer.precision=bf16-mixed``) the columns are read as
+    bfloat16 (half the bytes: ~1.4x faster at T=100) and their sum is rounded once to
+    bfloat16, as a dense bf16 Linear's output is; the bias is added in float32.
+    """
+    wt = weight.detach().t().contiguous()
+    if _autocast_bf16():
+        wt = wt.to(torch.bfloat16)
+    idx = events.indices if events.nnz < 2**31 else events.indices.long()
+    offsets = events.offsets.to(idx.dtype)  # embedding_bag wants one index dtype
+    out = F.embedding_bag(idx, wt, offsets, mode="sum", include_last_offset=True)
+    if out.dtype != torch.float32:
+        out = out.float()
+    if bias is not None:
+        out.add_(bias.detach())
+    return out
+
+
+def event_weight_grad(events: SpikeEvents, grad: torch.Tensor) -> torch.Tensor:
+    """``grad^T @ x`` for event input: grad ``[T*B, O]`` -> weight gradient ``[O, N]``."""
+    g = grad.detach().contiguous()
+    args = (events.offsets.numpy(), events.indices.numpy(), g.numpy(), events.features)
+    n = threads_for(events.nnz * g.shape[1] // WGRAD_ADDS_PER_ELEMENT)
+    wt = _wgrad_serial(*args) if n == 1 else launch(_wgrad_kernel, *args, n)
+    return torch.from_numpy(wt).t().contiguous()
+
+
+class _EventLinear(torch.autograd.Function):
+    """(weight [O, N], bias [O] | None) -> current ``[T*B, O]`` for fixed event input."""
+
+    @staticmethod
+    def forward(ctx, weight, bias, events: SpikeEvents):
+        # the events are data (no input gradient); saved so that memory accounting sees them
+        ctx.save_for_backward(events.offsets, events.indices)
+        ctx.shape = events.shape
+        return event_forward(events, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        offsets, indices = ctx.saved_tensors
+        events = SpikeEvents(offsets, indices, *ctx.shape)
+        grad_w = event_weight_grad(events, grad) if ctx.needs_input_grad[0] else None
+        grad_b = grad.sum(0) if ctx.needs_input_grad[1] else None
+        return grad_w, grad_b, None
+
+
+def event_linear(events: SpikeEvents, linear: torch.nn.Linear) -> torch.Tensor:
+    """``linear`` applied to event input: current float32 ``[T, B, out_features]`` (see
+    :func:`event_forward` for bf16 autocast)."""
+    if linear.weight.device.type != "cpu":
+        raise ValueError("event input runs on the CPU only")
+    cur = _EventLinear.apply(linear.weight, linear.bias, events)
+    return cur.view(events.num_steps, events.batch, -1)

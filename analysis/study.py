@@ -49,6 +49,11 @@ CONV_PARTS = {"reproduction": "conv_reproduction", "tuned": "conv_tuned", "fashi
 CONV_SEARCHES = {"conv_ann": "search2_conv_ann", "conv_snn": "search2_conv_snn"}
 #: A cell whose runs have no completed record yet.
 NOT_RUN = "not run yet"
+#: The line above the precision table (report and README).
+PRECISION_LINE = (
+    "The round-two temporal recipe with its dense matmuls in bfloat16 "
+    "(`trainer.precision=bf16-mixed`, part `precision2`), beside float32:"
+)
 #: What the study reported (test accuracy, 10 epochs), quoted beside our numbers.
 STUDY_REPORTED = {"ann": 98.0, "single_step": 97.0, "temporal": 97.0}
 #: Targets of the tuned recipes (test accuracy %, mean of 3 seeds).
@@ -420,6 +425,8 @@ class Report:
         df = self.part("t_sweep2")
         if not df.empty:
             self.add("The round-two temporal recipe at each T:", "", to_markdown(t_table(df)), "")
+        if (self.runs["part"] == "precision2_temporal").any():
+            self.add(PRECISION_LINE, "", to_markdown(precision_table(self.runs)), "")
         fashion = self.part("fashion_tuned", "fashion2_tuned", dataset="fashion_mnist")
         if not fashion.empty:
             rows = []
@@ -636,6 +643,20 @@ def round_two_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "energy/inference, round two (µJ)": _num(energy),
             }
         )
+    return pd.DataFrame(rows)
+
+
+def precision_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The round-two temporal recipe in float32 (``tuned2_temporal``) and with
+    ``trainer.precision=bf16-mixed`` (``precision2_temporal``): test accuracy, mean ± s.d."""
+    if runs.empty:
+        return pd.DataFrame()
+    mnist = runs[(runs["dataset"] == "mnist") & (runs["model"] == "temporal")]
+    rows = []
+    for part, name in (("tuned2_temporal", "32 (float32)"), ("precision2_temporal", "bf16-mixed")):
+        g = mnist[mnist["part"] == part]
+        rows.append({"trainer.precision": name, "test acc. (%)": _pct(g["test_acc"]) if len(g)
+                     else NOT_RUN})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -904,6 +925,8 @@ def results_block(col: Collection) -> str:
     if not sweep2.empty:
         lines += ["The round-two temporal recipe at each T:", "",
                   to_markdown(t_table(sweep2)).rstrip(), ""]  # fmt: skip
+    if (runs["part"] == "precision2_temporal").any():
+        lines += [PRECISION_LINE, "", to_markdown(precision_table(runs)).rstrip(), ""]
     conv_runs = col.completed.assign(part=col.completed["tag"].fillna("untagged"))
     if conv_runs["part"].isin(conv_tags()).any():
         lines += [

@@ -8,8 +8,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from analysis.collect import collect
-from analysis.study import NOT_RUN, conv_table, results_block, write_study_report
+from analysis.study import (
+    NOT_RUN,
+    conv_table,
+    precision_table,
+    results_block,
+    write_study_report,
+)
 
 TARGETS = {
     "conv_snn": "snnbench.conv.ConvSNN",
@@ -143,3 +151,26 @@ def test_verdict_when_the_snn_leads_or_the_ann_is_missing():
     assert conv_verdict("conv_snn", 99.0, float("nan")) == (
         "≥ 99.3 %: missed by 0.30; the conv ANN not run yet"
     )
+
+
+def test_precision_table_sets_bf16_beside_float32():
+    """The bf16-mixed runs of the round-two temporal recipe beside its float32 runs; a
+    precision without completed runs says so."""
+    runs = pd.DataFrame(
+        [
+            {"dataset": "mnist", "model": "temporal", "part": "tuned2_temporal", "test_acc": a}
+            for a in (0.9840, 0.9850)
+        ]
+        + [
+            {
+                "dataset": "fashion_mnist",
+                "model": "temporal",
+                "part": "precision2_temporal",
+                "test_acc": 0.5,
+            }
+        ]  # fmt: skip
+    )
+    table = precision_table(runs)
+    assert list(table["trainer.precision"]) == ["32 (float32)", "bf16-mixed"]
+    assert table["test acc. (%)"].iloc[0].startswith("98.45 ± 0.07")
+    assert table["test acc. (%)"].iloc[1] == NOT_RUN  # Fashion-MNIST runs are not counted

@@ -312,3 +312,34 @@ def test_submitit_local_job_killed_by_the_os_is_retried(tmp_path):
     check_retry(storage, killed)
     trials = study(storage).get_trials()
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2 and len(trials) == 3
+
+
+RACE = """
+import sys, time
+from snnbench.sweeps.storage import open_storage
+while time.time() < float(sys.argv[2]):
+    pass
+open_storage("sqlite:///" + sys.argv[1])
+"""
+
+
+def test_workers_opening_a_fresh_sqlite_storage_together_all_open_it(tmp_path):
+    """Search workers started at the same moment on one new ``optuna.db`` race to create its
+    tables (SQLite answers the loser with ``table ... already exists``): every one of them
+    opens the storage, on each of several fresh databases."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for n in range(3):
+        db = tmp_path / f"race{n}" / "optuna.db"
+        db.parent.mkdir()
+        start = time.time() + 3.0  # all wait for the same instant, imports done
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACE, str(db), str(start)],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, errors

@@ -111,8 +111,15 @@ def open_storage(
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=stale_callback,
             )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == OPEN_ATTEMPTS - 1:  # not a creation race after all
+        except (
+            sqlalchemy.exc.IntegrityError,
+            sqlalchemy.exc.ProgrammingError,
+            sqlalchemy.exc.OperationalError,  # SQLite's "table ... already exists"
+        ) as exc:
+            lost_race = not isinstance(exc, sqlalchemy.exc.OperationalError) or (
+                "already exists" in str(exc)
+            )
+            if not lost_race or attempt == OPEN_ATTEMPTS - 1:  # not a creation race after all
                 raise
-            time.sleep(0.2 + random.random() * (attempt + 1))
+        time.sleep(0.2 + random.random() * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover

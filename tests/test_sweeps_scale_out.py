@@ -343,3 +343,40 @@ def test_workers_opening_a_fresh_sqlite_storage_together_all_open_it(tmp_path):
         ]
         errors = [p.communicate(timeout=120)[1] for p in procs]
         assert [p.returncode for p in procs] == [0] * 4, errors
+
+
+POP = """
+import sys, time
+import optuna
+from snnbench.sweeps.storage import open_storage
+study = optuna.load_study(study_name="race", storage=open_storage("sqlite:///" + sys.argv[1]))
+while time.time() < float(sys.argv[2]):
+    pass
+print(study.ask().number)
+"""
+
+
+def test_workers_asking_together_never_take_the_same_waiting_trial(tmp_path):
+    """A waiting trial (a retry of a lost one) is taken by exactly one of the search workers
+    that ask for a trial at the same moment on one SQLite storage; the others get new
+    trials (each trial number is handed out once)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for n in range(3):
+        db = tmp_path / f"pop{n}.db"
+        study = optuna.create_study(study_name="race", storage=open_storage(f"sqlite:///{db}"))
+        study.enqueue_trial({"x": 1.0})
+        start = time.time() + 3.0
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", POP, str(db), str(start)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, outs
+        numbers = sorted(int(out) for out, _ in outs)
+        assert numbers == [0, 1, 2, 3], numbers

@@ -104,13 +104,16 @@ def open_storage(
         kwargs = {"connect_args": {"timeout": 120}}
     for attempt in range(OPEN_ATTEMPTS):
         try:
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 spec,
                 engine_kwargs=kwargs,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=stale_callback,
             )
+            if spec.startswith("sqlite:"):
+                serialize_sqlite(storage.engine)
+            return storage
         except (
             sqlalchemy.exc.IntegrityError,
             sqlalchemy.exc.ProgrammingError,
@@ -123,3 +126,24 @@ def open_storage(
                 raise
         time.sleep(0.2 + random.random() * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def serialize_sqlite(engine: Any) -> None:
+    """Make every transaction of a SQLite ``engine`` take the write lock when it begins.
+
+    pysqlite starts a transaction only at the first write, so two workers can both read a
+    waiting trial as WAITING and both set it RUNNING: one retry run twice. ``BEGIN
+    IMMEDIATE`` serialises read-then-write transactions (the writers queue on SQLite's lock,
+    waiting up to its timeout). Connections opened before are closed.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_pysqlite_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()

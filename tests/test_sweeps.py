@@ -350,6 +350,14 @@ def test_killed_sweep_on_a_journal_retries_its_trial_from_the_checkpoint(tmp_pat
     assert [r["retried_from"] for r in rows] == ["", "0", ""]
     results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     assert results["retries"] == {1: [0]}
+    assert results["this_run"] == {  # one new trial and the retry of the killed one
+        "trials": 1,
+        "retries": 1,
+        "complete": 2,
+        "pruned": 0,
+        "fail": 0,
+        "lost": 0,
+    }
 
 
 # ----------------------------------------------------------------------------- PostgreSQL

@@ -573,14 +573,20 @@ class OptunaSweeper(Sweeper):
                     f"max_failure_rate={self.max_failure_rate} x n_trials={self.n_trials}"
                 )
 
+        retries = sum(counts.values()) - done  # retries of lost trials run here
         extra = {
             "metric": metric,
-            "this_run": {"trials": done, **{k.lower(): v for k, v in counts.items()}},
+            "this_run": {
+                "trials": done,
+                "retries": retries,
+                **{k.lower(): v for k, v in counts.items()},
+            },
         }
         results_ = write_study_files(study, sweep_dir, self.storage_spec, extra)
         log.info(
-            "done: %d trials here (%s); study: %s; best value %s, params %s; %s",
+            "done: %d new trials and %d retries here (%s); study: %s; best value %s, params %s; %s",
             done,
+            retries,
             counts,
             results_["states"],
             results_["best_value"],

@@ -9,6 +9,7 @@ throwaway PostgreSQL cluster); jobs are killed with SIGKILL. Heartbeats are ever
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -380,3 +381,25 @@ def test_workers_asking_together_never_take_the_same_waiting_trial(tmp_path):
         assert [p.returncode for p in procs] == [0] * 4, outs
         numbers = sorted(int(out) for out, _ in outs)
         assert numbers == [0, 1, 2, 3], numbers
+
+
+@pytest.mark.slow
+def test_study_search_as_two_workers_on_a_postgresql_storage(tmp_path, pg_url):  # noqa: F811
+    """``python -m snnbench.study --storage postgresql://... --search-workers 2``: the quick
+    plan's ANN search runs as two local sweep processes on the one PostgreSQL study (no
+    ``optuna.db`` in its folder), with the plan's trial count between them; the runner then
+    finds the search done there."""
+    from snnbench.studies import runner as study
+    from snnbench.studies.plan import load_plan
+
+    url = fresh_database(pg_url, "studystorage")
+    quick = load_plan("quick")
+    plan = dataclasses.replace(quick, parts=(quick.part("search_ann"),))
+    root = tmp_path / "results"
+    assert study.run_study(root, plan, ["search_ann"], 1, search_workers=2, storage=url) == 0
+    search = plan.part("search_ann").search
+    assert not (root / search.path / "optuna.db").exists()
+    trials = study.load_search(root / search.path, search.study, url).get_trials()
+    ran = [t for t in trials if ATTR_SKIPPED not in t.system_attrs]
+    assert [t.state for t in ran] == [TrialState.COMPLETE] * search.n_trials, trials
+    assert study.search_done(root / search.path, search.study, search.n_trials, url)

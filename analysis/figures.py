@@ -264,7 +264,8 @@ def choose_raster_run(runs: pd.DataFrame, metric: str = "best_val_acc") -> str |
 def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     """Rebuild a run's model from its metrics.json config and ``best_model.pt``, feed it the
     first ``n_digits`` test images, encoded exactly as in the run's test evaluation (its first
-    evaluation batch, same seed), so the spikes are those behind ``test_acc``.
+    evaluation batch, same seed, the run's ``trainer.precision``), so the spikes are those
+    behind ``test_acc``.
 
     Returns ``spikes`` (uint8 ``[T, B, C]``, output layer), ``images`` (``[B, 28, 28]``),
     ``labels`` and ``preds`` (``[B]``), ``config`` (the run's config dict).
@@ -275,6 +276,7 @@ def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     from snnbench.config import is_spiking
     from snnbench.dataio.datasets import load_dataset
     from snnbench.dataio.inputs import Batcher
+    from snnbench.maths.engine import autocast
     from snnbench.measure.evaluation import EVAL_SEED_OFFSET
     from snnbench.networks.contract import build_model
 
@@ -293,7 +295,8 @@ def output_spikes(run_dir: str | Path, n_digits: int = 4) -> dict[str, Any]:
     labels = splits.test.labels[:n_digits]
     gen = torch.Generator().manual_seed(int(cfg.trainer.seed) + EVAL_SEED_OFFSET)
     x = Batcher(cfg)(first, gen)
-    with torch.no_grad():
+    precision = str(cfg.trainer.get("precision", "32"))  # the run's own forward pass
+    with torch.no_grad(), autocast(precision, torch.device("cpu")):
         out = model(x[:, :n_digits] if x.dim() == 3 else x[:n_digits])
     return {
         "spikes": out.spikes[-1].to(torch.uint8).numpy(),

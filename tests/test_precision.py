@@ -4,11 +4,13 @@ neurons)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from analysis.figures import output_spikes
 from snnbench.config import ConfigError, validate
 from snnbench.maths.encoding import rate, rate_events
 from snnbench.maths.engine import autocast
@@ -151,6 +153,14 @@ def test_bf16_mixed_run_trains_and_is_recorded(make_cfg, tmp_path):
     rec = json.loads((tmp_path / "run" / METRICS_FILE).read_text())
     assert rec["status"] == "completed"
     assert rec["config"]["trainer"]["precision"] == BF16
+    # the raster re-runs the model in the run's precision: the same weights in float32
+    # flip some of these spikes
+    as_run = output_spikes(tmp_path / "run", n_digits=64)["spikes"]
+    fp32 = tmp_path / "as_fp32"
+    shutil.copytree(tmp_path / "run", fp32)
+    rec["config"]["trainer"]["precision"] = "32"
+    (fp32 / METRICS_FILE).write_text(json.dumps(rec))
+    assert (output_spikes(fp32, n_digits=64)["spikes"] != as_run).any()
 
 
 def test_resume_keeps_precision_and_accepts_checkpoints_without_the_key(make_cfg, tmp_path):

@@ -217,12 +217,7 @@ class Report:
             g = df[df["model"] == m]
             mean = pd.to_numeric(g["test_acc"], errors="coerce").mean() * 100
             target = TUNED_TARGETS[m]
-            gap = mean - target
-            verdict = (
-                "–"
-                if math.isnan(mean)
-                else (f"met (+{gap:.2f})" if gap >= 0 else f"missed by {-gap:.2f}")
-            )
+            verdict = "–" if math.isnan(mean) else met_or_missed(mean, target)
             rows.append(
                 {
                     "Model": MODEL_NAMES[m],
@@ -605,6 +600,13 @@ def t_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def met_or_missed(value: float, target: float) -> str:
+    """``met (+gap)`` or ``missed by gap``, compared at the 0.01 points the tables show (a
+    mean printed as the target is met, never "missed by 0.00")."""
+    gap = round(round(value, 2) - target, 2) + 0.0  # + 0.0: never "-0.00"
+    return f"met (+{gap:.2f})" if gap >= 0 else f"missed by {-gap:.2f}"
+
+
 def round_two_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Round one's and round two's tuned recipes side by side, with round two's targets."""
     if runs.empty:
@@ -623,8 +625,7 @@ def round_two_table(runs: pd.DataFrame) -> pd.DataFrame:
         energy = g["energy_per_inference_uj"].mean()
         verdict = "–"
         if not math.isnan(mean):
-            gap = mean - ROUND2_TARGETS[m]
-            verdict = f"met (+{gap:.2f})" if gap >= 0 else f"missed by {-gap:.2f}"
+            verdict = met_or_missed(mean, ROUND2_TARGETS[m])
             if m == "temporal" and len(ann):
                 behind = ann.mean() * 100 - mean
                 t = g["T"].dropna()
@@ -747,8 +748,7 @@ def conv_verdict(model: str, snn: float, ann: float) -> str:
         return "– (the conv SNN's reference)"
     if math.isnan(snn):
         return f"≥ {CONV_TARGET} % and at most {CONV_GAP} behind the conv ANN: {NOT_RUN}"
-    gap = round(snn - CONV_TARGET, 2)
-    level = f"met (+{gap:.2f})" if gap >= 0 else f"missed by {-gap:.2f}"
+    level = met_or_missed(snn, CONV_TARGET)
     if math.isnan(ann):
         return f"≥ {CONV_TARGET} %: {level}; the conv ANN {NOT_RUN}"
     behind = round(ann - snn, 2)
@@ -881,10 +881,7 @@ def results_block(col: Collection) -> str:
         study = runs[(runs["part"] == "study") & (runs["model"] == m)]
         tuned = runs[(runs["part"] == f"tuned_{m}") & (runs["model"] == m)]
         mean = pd.to_numeric(tuned["test_acc"], errors="coerce").mean() * 100
-        gap = mean - TUNED_TARGETS[m]
-        verdict = "–" if math.isnan(mean) else (
-            f"met (+{gap:.2f})" if gap >= 0 else f"missed by {-gap:.2f}"
-        )  # fmt: skip
+        verdict = "–" if math.isnan(mean) else met_or_missed(mean, TUNED_TARGETS[m])
         rows.append(
             {
                 "model": MODEL_NAMES[m],

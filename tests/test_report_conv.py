@@ -14,6 +14,7 @@ from analysis.collect import collect
 from analysis.study import (
     NOT_RUN,
     conv_table,
+    met_or_missed,
     precision_table,
     results_block,
     write_study_report,
@@ -174,3 +175,13 @@ def test_precision_table_sets_bf16_beside_float32():
     assert list(table["trainer.precision"]) == ["32 (float32)", "bf16-mixed"]
     assert table["test acc. (%)"].iloc[0].startswith("98.45 ± 0.07")
     assert table["test acc. (%)"].iloc[1] == NOT_RUN  # Fashion-MNIST runs are not counted
+
+
+def test_met_or_missed_compares_what_the_tables_print():
+    """Verdicts compare the mean at the 0.01 points it is printed with: 98.396 prints as
+    98.40 and meets 98.4; never "missed by 0.00" or "-0.00"."""
+    assert met_or_missed(98.396, 98.4) == "met (+0.00)"
+    assert met_or_missed(98.3999999, 98.4) == "met (+0.00)"
+    assert met_or_missed(98.394, 98.4) == "missed by 0.01"
+    assert met_or_missed(98.97, 98.9) == "met (+0.07)"
+    assert met_or_missed(98.45, 98.8) == "missed by 0.35"

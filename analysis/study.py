@@ -38,6 +38,9 @@ MODELS = ("ann", "single_step", "temporal")
 #: an estimated energy per inference below the ANN's.
 ROUND2_TARGETS = {"ann": 98.9, "single_step": 98.4, "temporal": 98.8}
 ROUND2_GAP = 0.1
+#: Points by which the last epoch's training accuracy (on augmented batches) may exceed
+#: its validation accuracy before a tuned recipe reads as overfitting.
+FIT_GAP = 0.5
 #: Round two's convolutional models: conv_snn's tuned recipe must reach CONV_TARGET (test
 #: accuracy %, MNIST, mean of 3 seeds) and be within CONV_GAP points of conv_ann's.
 CONV_MODELS = ("conv_ann", "conv_snn")
@@ -417,6 +420,7 @@ class Report:
         self.add("Searches:", "", to_markdown(pd.DataFrame(rows)), "")
         self.add(f"Runs: {self.recorded(*(f'tuned2_{m}' for m in MODELS))}.", "")
         self.add(to_markdown(round_two_table(self.runs)), "")
+        self.fits()
         df = self.part("t_sweep2")
         if not df.empty:
             self.add("The round-two temporal recipe at each T:", "", to_markdown(t_table(df)), "")
@@ -431,6 +435,37 @@ class Report:
                     rows.append({"Model": MODEL_NAMES[m], "Recipe": name,
                                  "Test acc. (%)": _pct(g["test_acc"])})  # fmt: skip
             self.add("Fashion-MNIST, the MNIST recipes:", "", to_markdown(pd.DataFrame(rows)), "")
+
+    def fits(self) -> None:
+        """How the round-two tuned runs fit, and what that says about each missed target."""
+        history = self.col.completed_history
+        if self.runs.empty or history.empty:
+            return
+        rows = fit_rows(self.part(*(f"tuned2_{m}" for m in MODELS)), history,
+                        {m: f"tuned2_{m}" for m in MODELS})  # fmt: skip
+        if rows.empty:
+            return
+        self.add(
+            "How the tuned runs fit (means over their seeds; the training accuracy is the "
+            "running accuracy over the last epoch's augmented training batches, not a clean "
+            "pass):",
+            "",
+            to_markdown(fit_table(rows)),
+            "",
+        )
+        verdicts = round_two_table(self.runs).set_index("model")["target"]
+        lines = []
+        for r in rows.itertuples():
+            verdict = str(verdicts.get(MODEL_NAMES[r.model], ""))
+            if "missed" not in verdict:
+                continue
+            reading = fit_reading(r)
+            if r.model == "temporal":
+                gain = t_gain(self.part("t_sweep2"))
+                reading += f"; {gain}" if gain else ""
+            lines.append(f"- {MODEL_NAMES[r.model]} (target {verdict.split(';')[0]}): {reading}.")
+        if lines:
+            self.add("What the runs say about the missed targets:", "", *lines, "")
 
     def conv(self) -> None:
         self.add("## 11. Round two: convolutional models, conv ANN vs conv SNN", "")
@@ -605,6 +640,86 @@ def met_or_missed(value: float, target: float) -> str:
     mean printed as the target is met, never "missed by 0.00")."""
     gap = round(round(value, 2) - target, 2) + 0.0  # + 0.0: never "-0.00"
     return f"met (+{gap:.2f})" if gap >= 0 else f"missed by {-gap:.2f}"
+
+
+def fit_rows(runs: pd.DataFrame, history: pd.DataFrame, parts: dict[str, str]) -> pd.DataFrame:
+    """How each model's tuned runs fit (``parts``: model -> the part of its runs): the last
+    epoch's training accuracy (%, on the augmented training batches) and validation accuracy
+    (%), both means over the runs, their gap (points), the best-validation epochs and the
+    epoch budget. Models without runs are left out."""
+    rows = []
+    for m, part in parts.items():
+        g = runs[(runs["part"] == part) & (runs["model"] == m)]
+        h = history[history["run_dir"].isin(g["run_dir"])]
+        if g.empty or h.empty:
+            continue
+        last = h.loc[h.groupby("run_dir")["epoch"].idxmax()]
+        train = float(pd.to_numeric(last["train_acc"]).mean() * 100)
+        val = float(pd.to_numeric(last["val_acc"]).mean() * 100)
+        rows.append(
+            {
+                "model": m,
+                "train": train,
+                "val": val,
+                "gap": train - val,
+                "best_epochs": sorted(int(e) for e in g["best_epoch"]),
+                "epochs": int(g["epochs"].max()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def fit_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """:func:`fit_rows` as the report prints it."""
+    return pd.DataFrame(
+        [
+            {
+                "Model": MODEL_NAMES[r.model],
+                "train acc., last epoch (%)": f"{r.train:.2f}",
+                "val. acc., last epoch (%)": f"{r.val:.2f}",
+                "train − val (points)": f"{r.gap:.2f}",
+                "best-validation epochs": ", ".join(map(str, r.best_epochs)) + f" of {r.epochs}",
+            }
+            for r in rows.itertuples()
+        ]
+    )
+
+
+def fit_reading(row: Any) -> str:
+    """What one :func:`fit_rows` row says: overfitting (train − val above :data:`FIT_GAP`),
+    still improving at the end of its epoch budget, or neither."""
+    epochs = ", ".join(map(str, row.best_epochs))
+    if row.gap > FIT_GAP:
+        return (
+            f"it fits its training batches {row.gap:.2f} points better than validation and "
+            f"peaks at epochs {epochs} of {row.epochs}: it overfits, so stronger "
+            "regularisation is its next lever"
+        )
+    if all(e == row.epochs for e in row.best_epochs):
+        return (
+            f"it does not overfit (train − val {row.gap:.2f} points) and every seed is still "
+            f"improving at its last epoch ({row.epochs}): it is limited by how far it fits in "
+            f"{row.epochs} epochs, not by generalisation, so more regularisation will not help"
+        )
+    return (
+        f"it neither overfits (train − val {row.gap:.2f} points) nor is still improving "
+        f"at its last epoch (best epochs {epochs} of {row.epochs})"
+    )
+
+
+def t_gain(sweep: pd.DataFrame) -> str | None:
+    """How much a T sweep's mean test accuracy changes from T=5 (or its smallest T) to its
+    largest T, as a sentence; None with fewer than two T values."""
+    means = sweep.groupby("T")["test_acc"].mean() * 100
+    if len(means) < 2:
+        return None
+    lo = 5 if 5 in means.index else means.index.min()
+    hi = means.index.max()
+    return (
+        f"more time steps are not the lever: the recipe's test accuracy goes from "
+        f"{means[lo]:.2f} % at T={int(lo)} to {means[hi]:.2f} % at T={int(hi)} "
+        f"({round(means[hi], 2) - round(means[lo], 2):+.2f} points)"
+    )
 
 
 def round_two_table(runs: pd.DataFrame) -> pd.DataFrame:

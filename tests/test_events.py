@@ -286,9 +286,9 @@ def test_step_bits_of_the_encoder_and_of_the_csr_are_the_same_spikes(T):
 
 
 @pytest.mark.parametrize("T", [2, 63, 64, 65, 130])
-def test_weight_grad_by_sample_with_complements_across_word_boundaries(T):
-    """Pairs that spike at most steps take the all-steps sum minus the silent steps; T around
-    multiples of 64 (the bit words) and of 4 (the encoder's groups)."""
+def test_layer_by_sample_with_complements_across_word_boundaries(T):
+    """Pairs that spike at most steps take the all-steps sum minus the silent steps, forward
+    and backward; T around multiples of 64 (the bit words) and of 4 (the encoder's groups)."""
     B, N, n_out = 3, 50, 19
     g0 = torch.Generator().manual_seed(T)
     p = torch.rand(1, B, N, generator=g0)  # per-pair rates from 0 to 1: both paths
@@ -301,6 +301,10 @@ def test_weight_grad_by_sample_with_complements_across_word_boundaries(T):
     exact = g.double().t() @ x.reshape(T * B, N).double()
     got = events.event_weight_grad(ev, g)
     assert rel_err(got.double(), exact) < 1e-6
+    w = torch.randn(n_out, N, generator=g0)
+    cur = events.event_forward(ev, w, None)
+    exact_cur = x.reshape(T * B, N).double() @ w.double().t()
+    assert rel_err(cur.double(), exact_cur) < 1e-6
     enc = encoding.rate_events(
         torch.randint(0, 256, (B, 28, 28), dtype=torch.uint8, generator=g0), T, 1.0, g0
     )

@@ -393,9 +393,10 @@ if numba is not None:
         return tmask
 
     @njit(cache=True, error_model="numpy", boundscheck=False)
-    def _wgrad_cols(active, n_active, bits, g, T, acc, o0, o1):  # pragma: no cover
+    def _wgrad_cols(active, n_active, bits, g, T, acc, gsum, o0, o1):  # pragma: no cover
         """Columns ``o0:o1`` of ``acc[i] += sum over steps t where input i of sample b spiked
-        of g[t*B + b]``: g ``[T*B, O]``, acc ``[N, O]`` (zeros on entry)."""
+        of g[t*B + b]``: g ``[T*B, O]``, acc ``[N, O]`` (zeros on entry); ``gsum[O]`` gets
+        the sum of all rows (the bias gradient, from the per-sample sums it needs anyway)."""
         B, N = active.shape
         n = o1 - o0
         gb = np.empty((T, n), dtype=g.dtype)  # sample b's rows, contiguous (no set conflicts)
@@ -406,8 +407,6 @@ if numba is not None:
         words = np.empty((N, tmask.shape[0]), dtype=np.uint64)
         for b in range(B):
             na = n_active[b]
-            if na == 0:
-                continue
             for o in range(n):
                 tot[o] = 0
             for t in range(T):
@@ -416,6 +415,9 @@ if numba is not None:
                     x = src[o]
                     dst[o] = x
                     tot[o] += x
+            gs = gsum[o0:o1]
+            for o in range(n):
+                gs[o] += tot[o]
             _step_words(bits, b, na, T, words, tmask)
             for j in range(na):
                 m, comp = _pair_steps(words, j, T, steps)
@@ -452,13 +454,13 @@ if numba is not None:
                     a[o] += tmp[o]
 
     @njit(parallel=True, cache=True, error_model="numpy", boundscheck=False)
-    def _wgrad_par(active, n_active, bits, g, T, acc, n_chunks):  # pragma: no cover
+    def _wgrad_par(active, n_active, bits, g, T, acc, gsum, n_chunks):  # pragma: no cover
         """:func:`_wgrad_cols` with the columns split over ``n_chunks`` threads."""
         n_out = g.shape[1]
         step = (n_out + n_chunks - 1) // n_chunks
         for c in prange(n_chunks):
             o0 = min(n_out, c * step)
-            _wgrad_cols(active, n_active, bits, g, T, acc, o0, min(n_out, o0 + step))
+            _wgrad_cols(active, n_active, bits, g, T, acc, gsum, o0, min(n_out, o0 + step))
 
     @njit(cache=True, error_model="numpy", boundscheck=False)
     def _fwd_cols(active, n_active, bits, wt, T, out, o0, o1):  # pragma: no cover
@@ -727,27 +729,35 @@ def event_forward(events: SpikeEvents, weight: torch.Tensor, bias: torch.Tensor 
     return out
 
 
-def event_weight_grad(events: SpikeEvents, grad: torch.Tensor) -> torch.Tensor:
-    """``grad^T @ x`` for event input: grad ``[T*B, O]`` -> weight gradient ``[O, N]``.
+def event_grads(events: SpikeEvents, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``grad^T @ x`` and ``grad.sum(0)`` for event input: grad ``[T*B, O]`` -> weight
+    gradient ``[O, N]`` and bias gradient ``[O]``.
 
     By sample (:meth:`SpikeEvents.step_bits`): each (sample, input) pair adds the gradient
     rows of its spiking steps, or the sum over all steps minus its silent ones where those
-    are fewer; each pair's sum is added to the input's row once. Threads split the output
-    columns (the same sums on any thread count).
+    are fewer; each pair's sum is added to the input's row once; the per-sample sums over
+    all steps add up to the bias gradient. Threads split the output columns (the same sums
+    on any thread count).
     """
     g = grad.detach().contiguous()
     if g.dtype != torch.float32:
         g = g.float()
     T, B, N = events.shape
     acc = np.zeros((N, g.shape[1]), dtype=np.float32)
+    gsum = np.zeros(g.shape[1], dtype=np.float32)
     active, n_active, bits = events.step_bits().arrays()
-    args = (active, n_active, bits, g.numpy(), T, acc)
+    args = (active, n_active, bits, g.numpy(), T, acc, gsum)
     n = min(threads_for(events.nnz * g.shape[1] // WGRAD_ADDS_PER_ELEMENT), g.shape[1])
     if n == 1:
         _wgrad_cols(*args, 0, g.shape[1])
     else:
         launch(_wgrad_par, *args, n)
-    return torch.from_numpy(acc).t().contiguous()
+    return torch.from_numpy(acc).t().contiguous(), torch.from_numpy(gsum)
+
+
+def event_weight_grad(events: SpikeEvents, grad: torch.Tensor) -> torch.Tensor:
+    """The weight gradient ``grad^T @ x`` ``[O, N]`` of :func:`event_grads`."""
+    return event_grads(events, grad)[0]
 
 
 class _EventLinear(torch.autograd.Function):
@@ -767,8 +777,12 @@ class _EventLinear(torch.autograd.Function):
     def backward(ctx, grad):
         offsets, indices, *bits = ctx.saved_tensors
         events = SpikeEvents(offsets, indices, *ctx.shape, StepBits(*bits) if bits else None)
-        grad_w = event_weight_grad(events, grad) if ctx.needs_input_grad[0] else None
-        grad_b = grad.sum(0) if ctx.needs_input_grad[1] else None
+        want_w, want_b = ctx.needs_input_grad[:2]
+        if want_w:
+            grad_w, grad_b = event_grads(events, grad)
+        else:
+            grad_w, grad_b = None, grad.sum(0)
+        grad_b = grad_b.to(grad.dtype) if want_b else None
         return grad_w, grad_b, None
 
 

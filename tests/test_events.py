@@ -285,10 +285,12 @@ def test_step_bits_of_the_encoder_and_of_the_csr_are_the_same_spikes(T):
     assert torch.equal(bits_to_dense(ev[:, :2].step_bits(), T, 784), dense[:, :2])
 
 
-@pytest.mark.parametrize("T", [2, 63, 64, 65, 130])
-def test_layer_by_sample_with_complements_across_word_boundaries(T):
+@pytest.mark.parametrize("T", [1, 2, 5, 63, 64, 65, 130])
+def test_layer_by_sample_with_complements_across_word_boundaries(T, monkeypatch):
     """Pairs that spike at most steps take the all-steps sum minus the silent steps, forward
-    and backward; T around multiples of 64 (the bit words) and of 4 (the encoder's groups)."""
+    and backward; T around multiples of 64 (the bit words) and of 4 (the encoder's groups);
+    the by-sample form at every T (the layer uses it from BY_SAMPLE_MIN_STEPS on)."""
+    monkeypatch.setattr(events, "BY_SAMPLE_MIN_STEPS", 1)
     B, N, n_out = 3, 50, 19
     g0 = torch.Generator().manual_seed(T)
     p = torch.rand(1, B, N, generator=g0)  # per-pair rates from 0 to 1: both paths
@@ -313,3 +315,21 @@ def test_layer_by_sample_with_complements_across_word_boundaries(T):
     grad_w, grad_b = events.event_grads(enc, g)
     assert rel_err(grad_w.double(), exact) < 1e-6
     assert rel_err(grad_b.double(), g.double().sum(0)) < 1e-6
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_by_sample_and_event_by_event_agree(threads, monkeypatch):
+    """The two forms of the layer (by sample from BY_SAMPLE_MIN_STEPS on, event by event
+    below) on the same events, on the calling thread and split over threads."""
+    monkeypatch.setattr(events, "PARALLEL_MIN", 0 if threads > 1 else 1 << 40)
+    images = torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8)
+    w = torch.randn(40, 784)
+    for T in (1, 5, 8, 30):
+        ev = encoding.rate_events(images, T, 1.0, torch.Generator().manual_seed(T))
+        g = torch.randn(T * 6, 40, generator=torch.Generator().manual_seed(1))
+        out = []
+        for threshold in (1, 1000):
+            monkeypatch.setattr(events, "BY_SAMPLE_MIN_STEPS", threshold)
+            out.append((events.event_forward(ev, w, None), *events.event_grads(ev, g)))
+        for a, b in zip(*out):
+            assert rel_err(a, b) < 1e-6

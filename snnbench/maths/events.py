@@ -9,15 +9,16 @@ Layer 1 of the temporal SNN multiplies a ``[T*B, 784]`` spike matrix that is ~87
 * the backward accumulates the weight gradient ``dW[:, i] += dcur[r]`` over the events and
   the bias gradient over all rows; the input gets no gradient (it is data).
 
-Both run by sample (:class:`StepBits`: per sample and input the steps it spiked at, as
-bits): a (sample, input) pair that spiked at k of T steps costs k row operations, or, where
-T - k + 1 < k (a bright pixel), one on the sample's all-steps part and T - k on its silent
-steps — about half the operations of one per event for rate-coded MNIST at T=100 forward,
-a quarter backward (where a pair's sum is formed in cache and added once). The encoder,
-forward and weight gradient are numba kernels, parallel on the CPU (numba is a wheel: no
-compiler needed). Without numba, :func:`available` is False and callers stay dense.
-Everything here is CPU only; results equal the dense ``x @ W^T + b`` within float32
-summation-order error.
+From T = 8 on both run by sample (:class:`StepBits`: per sample and input the steps it
+spiked at, as bits): a (sample, input) pair that spiked at k of T steps costs k row
+operations, or, where T - k + 1 < k (a bright pixel), one on the sample's all-steps part
+and T - k on its silent steps — about half the operations of one per event for rate-coded
+MNIST at T=100 forward, a quarter backward (where a pair's sum is formed in cache and added
+once). At smaller T they run event by event (the forward is ``embedding_bag``, a sum of
+weight rows per row of events). The encoder, forward and weight gradient are numba kernels,
+parallel on the CPU (numba is a wheel: no compiler needed). Without numba,
+:func:`available` is False and callers stay dense. Everything here is CPU only; results
+equal the dense ``x @ W^T + b`` within float32 summation-order error.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 log = logging.getLogger("snnbench")
 
@@ -93,6 +95,10 @@ def set_threads() -> None:
 #: Work (elements) from which a kernel is split over threads: below it a parallel launch
 #: (~0.1 ms) costs more than it saves, and the kernel runs on the calling thread.
 PARALLEL_MIN = 1 << 20
+#: From this many steps on, the layer runs by sample (:class:`StepBits`); below, event by
+#: event (at T=5 both cost the same, at T=1 the per-pair work costs 2.5x; T=8: by sample
+#: 15 % (forward) and 30 % (weight gradient) faster).
+BY_SAMPLE_MIN_STEPS = 8
 #: Additions of the layer's kernels (forward, weight gradient) that count as one element of
 #: work.
 WGRAD_ADDS_PER_ELEMENT = 16
@@ -515,6 +521,26 @@ if numba is not None:
             _fwd_cols(active, n_active, bits, wt, T, out, o0, min(n_out, o0 + step))
 
     @njit(cache=True, error_model="numpy", boundscheck=False)
+    def _wgrad_csr_cols(offsets, indices, g, acc, o0, o1):  # pragma: no cover - compiled
+        """Columns ``o0:o1`` of ``acc[i] += g[r]`` for every event (r, i), in row order
+        (small T, where the by-sample form's per-pair work does not pay)."""
+        for row in range(g.shape[0]):
+            gr = g[row, o0:o1]
+            for j in range(offsets[row], offsets[row + 1]):
+                a = acc[indices[j], o0:o1]
+                for o in range(o1 - o0):
+                    a[o] += gr[o]
+
+    @njit(parallel=True, cache=True, error_model="numpy", boundscheck=False)
+    def _wgrad_csr_par(offsets, indices, g, acc, n_chunks):  # pragma: no cover - compiled
+        """:func:`_wgrad_csr_cols` with the columns split over ``n_chunks`` threads."""
+        n_out = g.shape[1]
+        step = (n_out + n_chunks - 1) // n_chunks
+        for c in prange(n_chunks):
+            o0 = min(n_out, c * step)
+            _wgrad_csr_cols(offsets, indices, g, acc, o0, min(n_out, o0 + step))
+
+    @njit(cache=True, error_model="numpy", boundscheck=False)
     def _bits_from_csr(offsets, indices, T, B, N):  # pragma: no cover - compiled
         """Step bits ``[B, G, N]`` of CSR events, indexed by input (active = every input)."""
         bits = np.zeros((B, (T + 3) // 4, N), dtype=np.uint8)
@@ -700,54 +726,75 @@ def _autocast_bf16() -> bool:
 def event_forward(events: SpikeEvents, weight: torch.Tensor, bias: torch.Tensor | None):
     """``x @ W^T + b`` for event input: weight ``[O, N]`` -> current ``[T*B, O]``.
 
-    By sample (:meth:`SpikeEvents.step_bits`): each (sample, input) pair adds its weight
-    column to the rows of its spiking steps, or, where it spiked at most steps, to the
-    sample's all-steps part and subtracts it from its silent steps; then the bias; float32
-    ``[T*B, O]``. Inside a CPU bfloat16 autocast region (``trainer.precision=bf16-mixed``)
-    the columns are the weights rounded to bfloat16 and the sum is rounded once to
-    bfloat16, as a dense bf16 Linear's output is; the bias is added in float32.
+    From T = :data:`BY_SAMPLE_MIN_STEPS` on, by sample (:meth:`SpikeEvents.step_bits`):
+    each (sample, input) pair adds its weight column to the rows of its spiking steps, or,
+    where it spiked at most steps, to the sample's all-steps part and subtracts it from its
+    silent steps. Below, one bag of weight columns per row (``embedding_bag`` in sum mode
+    over ``W^T``). Then the bias; float32 ``[T*B, O]``. Inside a CPU bfloat16 autocast
+    region (``trainer.precision=bf16-mixed``) the columns are the weights rounded to
+    bfloat16 and the sum is rounded once to bfloat16, as a dense bf16 Linear's output is;
+    the bias is added in float32.
     """
     wt = weight.detach().t().contiguous()
     low = _autocast_bf16()
     if low:
         wt = wt.to(torch.bfloat16)
-    wt = wt.float()
     T, B, N = events.shape
-    out = torch.empty(T * B, wt.shape[1], dtype=torch.float32)
-    if out.numel():
-        active, n_active, bits = events.step_bits().arrays()
-        args = (active, n_active, bits, wt.numpy(), T, out.numpy())
-        n = min(threads_for(events.nnz * wt.shape[1] // WGRAD_ADDS_PER_ELEMENT), wt.shape[1])
-        if n == 1:
-            _fwd_cols(*args, 0, wt.shape[1])
-        else:
-            launch(_fwd_par, *args, n)
-    if low:
-        out = out.to(torch.bfloat16).float()
+    if T < BY_SAMPLE_MIN_STEPS:
+        idx = events.indices if events.nnz < 2**31 else events.indices.long()
+        offsets = events.offsets.to(idx.dtype)  # embedding_bag wants one index dtype
+        out = F.embedding_bag(idx, wt, offsets, mode="sum", include_last_offset=True)
+        out = out.float()
+    else:
+        wt = wt.float()
+        out = torch.empty(T * B, wt.shape[1], dtype=torch.float32)
+        if out.numel():
+            active, n_active, bits = events.step_bits().arrays()
+            args = (active, n_active, bits, wt.numpy(), T, out.numpy())
+            n = _threads_over_columns(events.nnz, wt.shape[1])
+            if n == 1:
+                _fwd_cols(*args, 0, wt.shape[1])
+            else:
+                launch(_fwd_par, *args, n)
+        if low:
+            out = out.to(torch.bfloat16).float()
     if bias is not None:
         out.add_(bias.detach())
     return out
+
+
+def _threads_over_columns(nnz: int, n_out: int) -> int:
+    """Threads for a layer kernel over ``nnz`` events and ``n_out`` columns."""
+    return min(threads_for(nnz * n_out // WGRAD_ADDS_PER_ELEMENT), n_out)
 
 
 def event_grads(events: SpikeEvents, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``grad^T @ x`` and ``grad.sum(0)`` for event input: grad ``[T*B, O]`` -> weight
     gradient ``[O, N]`` and bias gradient ``[O]``.
 
-    By sample (:meth:`SpikeEvents.step_bits`): each (sample, input) pair adds the gradient
-    rows of its spiking steps, or the sum over all steps minus its silent ones where those
-    are fewer; each pair's sum is added to the input's row once; the per-sample sums over
-    all steps add up to the bias gradient. Threads split the output columns (the same sums
-    on any thread count).
+    From T = :data:`BY_SAMPLE_MIN_STEPS` on, by sample (:meth:`SpikeEvents.step_bits`):
+    each (sample, input) pair adds the gradient rows of its spiking steps, or the sum over
+    all steps minus its silent ones where those are fewer; each pair's sum is added to the
+    input's row once; the per-sample sums over all steps add up to the bias gradient.
+    Below, each event adds its row to its input's row. Threads split the output columns
+    (the same sums on any thread count).
     """
     g = grad.detach().contiguous()
     if g.dtype != torch.float32:
         g = g.float()
     T, B, N = events.shape
     acc = np.zeros((N, g.shape[1]), dtype=np.float32)
+    n = _threads_over_columns(events.nnz, g.shape[1])
+    if T < BY_SAMPLE_MIN_STEPS:
+        args = (events.offsets.numpy(), events.indices.numpy(), g.numpy(), acc)
+        if n == 1:
+            _wgrad_csr_cols(*args, 0, g.shape[1])
+        else:
+            launch(_wgrad_csr_par, *args, n)
+        return torch.from_numpy(acc).t().contiguous(), g.sum(0)
     gsum = np.zeros(g.shape[1], dtype=np.float32)
     active, n_active, bits = events.step_bits().arrays()
     args = (active, n_active, bits, g.numpy(), T, acc, gsum)
-    n = min(threads_for(events.nnz * g.shape[1] // WGRAD_ADDS_PER_ELEMENT), g.shape[1])
     if n == 1:
         _wgrad_cols(*args, 0, g.shape[1])
     else:

@@ -469,10 +469,11 @@ if numba is not None:
             _wgrad_cols(active, n_active, bits, g, T, acc, gsum, o0, min(n_out, o0 + step))
 
     @njit(cache=True, error_model="numpy", boundscheck=False)
-    def _fwd_cols(active, n_active, bits, wt, T, out, o0, o1):  # pragma: no cover
-        """Columns ``o0:o1`` of ``out[t*B + b] = sum of wt[i] over the inputs i that spiked at
-        step t in sample b``: wt ``[N, O]``, out ``[T*B, O]``. A pair that spiked at most
-        steps goes into the sample's all-steps part once and out of its silent steps."""
+    def _fwd_cols(active, n_active, bits, wt, bias, T, out, o0, o1):  # pragma: no cover
+        """Columns ``o0:o1`` of ``out[t*B + b] = (sum of wt[i] over the inputs i that spiked
+        at step t in sample b) + bias``: wt ``[N, O]``, bias ``[O]`` or ``[0]`` (none), out
+        ``[T*B, O]``. A pair that spiked at most steps goes into the sample's all-steps part
+        once and out of its silent steps."""
         B, N = active.shape
         n = o1 - o0
         cb = np.empty((T, n), dtype=wt.dtype)  # sample b's rows, contiguous
@@ -508,17 +509,22 @@ if numba is not None:
                             c[o] += w[o]
             for t in range(T):
                 c, dst = cb[t], out[t * B + b, o0:o1]
-                for o in range(n):
-                    dst[o] = every[o] + c[o]
+                if bias.shape[0]:
+                    bs = bias[o0:o1]
+                    for o in range(n):
+                        dst[o] = (every[o] + c[o]) + bs[o]
+                else:
+                    for o in range(n):
+                        dst[o] = every[o] + c[o]
 
     @njit(parallel=True, cache=True, error_model="numpy", boundscheck=False)
-    def _fwd_par(active, n_active, bits, wt, T, out, n_chunks):  # pragma: no cover
+    def _fwd_par(active, n_active, bits, wt, bias, T, out, n_chunks):  # pragma: no cover
         """:func:`_fwd_cols` with the columns split over ``n_chunks`` threads."""
         n_out = wt.shape[1]
         step = (n_out + n_chunks - 1) // n_chunks
         for c in prange(n_chunks):
             o0 = min(n_out, c * step)
-            _fwd_cols(active, n_active, bits, wt, T, out, o0, min(n_out, o0 + step))
+            _fwd_cols(active, n_active, bits, wt, bias, T, out, o0, min(n_out, o0 + step))
 
     @njit(cache=True, error_model="numpy", boundscheck=False)
     def _wgrad_csr_cols(offsets, indices, g, acc, o0, o1):  # pragma: no cover - compiled
@@ -748,9 +754,13 @@ def event_forward(events: SpikeEvents, weight: torch.Tensor, bias: torch.Tensor 
     else:
         wt = wt.float()
         out = torch.empty(T * B, wt.shape[1], dtype=torch.float32)
+        # float32: the bias is added in the kernel's last pass (same order: sum, then bias)
+        fused = torch.empty(0) if bias is None or low else bias.detach().float().contiguous()
+        if fused.numel():
+            bias = None
         if out.numel():
             active, n_active, bits = events.step_bits().arrays()
-            args = (active, n_active, bits, wt.numpy(), T, out.numpy())
+            args = (active, n_active, bits, wt.numpy(), fused.numpy(), T, out.numpy())
             n = _threads_over_columns(events.nnz, wt.shape[1])
             if n == 1:
                 _fwd_cols(*args, 0, wt.shape[1])

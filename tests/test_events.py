@@ -254,6 +254,82 @@ def test_kernels_agree_on_the_calling_thread_and_split_over_threads(monkeypatch)
         out[name] = ev, events.event_weight_grad(ev, g)
     (ev_s, w_s), (ev_p, w_p) = out["serial"], out["parallel"]
     assert torch.equal(ev_s.offsets, ev_p.offsets) and torch.equal(ev_s.indices, ev_p.indices)
-    assert rel_err(w_p, w_s) < 1e-6
+    assert torch.equal(w_p, w_s)  # threads split the output columns: the same sums
     exact = g.double().t() @ ev_s.to_dense().reshape(13 * 21, -1).double()
     assert rel_err(w_s.double(), exact) < 1e-6
+
+
+def bits_to_dense(b: events.StepBits, T: int, N: int) -> torch.Tensor:
+    """Decode :class:`events.StepBits` into the spike tensor ``[T, B, N]`` (plain loops)."""
+    B = b.active.shape[0]
+    out = torch.zeros(T, B, N)
+    for s in range(B):
+        for j in range(int(b.n_active[s])):
+            i = int(b.active[s, j])
+            for t in range(T):
+                out[t, s, i] = float((int(b.bits[s, t // 4, j]) >> (t % 4)) & 1)
+    return out
+
+
+@pytest.mark.parametrize("T", [1, 5, 13])
+def test_step_bits_of_the_encoder_and_of_the_csr_are_the_same_spikes(T):
+    images = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+    images[0] = 0
+    images[1, :3] = 255
+    ev = encoding.rate_events(images, T, 0.9, torch.Generator().manual_seed(3))
+    dense = ev.to_dense()
+    assert ev.by_sample is not None
+    assert torch.equal(bits_to_dense(ev.by_sample, T, 784), dense)
+    csr_only = events.SpikeEvents(ev.offsets, ev.indices, T, 4, 784)
+    assert torch.equal(bits_to_dense(csr_only.step_bits(), T, 784), dense)
+    assert torch.equal(bits_to_dense(ev[:, :2].step_bits(), T, 784), dense[:, :2])
+
+
+@pytest.mark.parametrize("T", [1, 2, 5, 63, 64, 65, 130])
+def test_layer_by_sample_with_complements_across_word_boundaries(T, monkeypatch):
+    """Pairs that spike at most steps take the all-steps sum minus the silent steps, forward
+    and backward; T around multiples of 64 (the bit words) and of 4 (the encoder's groups);
+    the by-sample form at every T (the layer uses it from BY_SAMPLE_MIN_STEPS on)."""
+    monkeypatch.setattr(events, "BY_SAMPLE_MIN_STEPS", 1)
+    B, N, n_out = 3, 50, 19
+    g0 = torch.Generator().manual_seed(T)
+    p = torch.rand(1, B, N, generator=g0)  # per-pair rates from 0 to 1: both paths
+    x = (torch.rand(T, B, N, generator=g0) < p).float()
+    x[:, 0, 0] = 1.0  # every step
+    x[:, 0, 1] = 0.0
+    x[T - 1, 0, 1] = 1.0  # only the last step
+    ev = events.from_dense(x)
+    g = torch.randn(T * B, n_out, generator=g0)
+    exact = g.double().t() @ x.reshape(T * B, N).double()
+    got = events.event_weight_grad(ev, g)
+    assert rel_err(got.double(), exact) < 1e-6
+    w = torch.randn(n_out, N, generator=g0)
+    cur = events.event_forward(ev, w, None)
+    exact_cur = x.reshape(T * B, N).double() @ w.double().t()
+    assert rel_err(cur.double(), exact_cur) < 1e-6
+    images = torch.randint(0, 256, (B, 28, 28), dtype=torch.uint8, generator=g0)
+    images[1] = 0  # a black image: no input can spike, its rows still count for the bias
+    enc = encoding.rate_events(images, T, 1.0, g0)
+    g = torch.randn(T * B, n_out, generator=g0)
+    exact = g.double().t() @ enc.to_dense().reshape(T * B, -1).double()
+    grad_w, grad_b = events.event_grads(enc, g)
+    assert rel_err(grad_w.double(), exact) < 1e-6
+    assert rel_err(grad_b.double(), g.double().sum(0)) < 1e-6
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_by_sample_and_event_by_event_agree(threads, monkeypatch):
+    """The two forms of the layer (by sample from BY_SAMPLE_MIN_STEPS on, event by event
+    below) on the same events, on the calling thread and split over threads."""
+    monkeypatch.setattr(events, "PARALLEL_MIN", 0 if threads > 1 else 1 << 40)
+    images = torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8)
+    w = torch.randn(40, 784)
+    for T in (1, 5, 8, 30):
+        ev = encoding.rate_events(images, T, 1.0, torch.Generator().manual_seed(T))
+        g = torch.randn(T * 6, 40, generator=torch.Generator().manual_seed(1))
+        out = []
+        for threshold in (1, 1000):
+            monkeypatch.setattr(events, "BY_SAMPLE_MIN_STEPS", threshold)
+            out.append((events.event_forward(ev, w, None), *events.event_grads(ev, g)))
+        for a, b in zip(*out):
+            assert rel_err(a, b) < 1e-6

@@ -190,8 +190,9 @@ class Parts:
     l1_*: ``[T*B, 784] x [784, 256]`` forward (with bias) and weight + bias gradient, as
     ``nn.Linear``/autograd computes them dense and as the event kernels do; encode_events:
     the rate encoder's events, draws included; neurons_fwd_bwd: the three LIF recurrences
-    forward + backward; layers23_fwd_bwd: the Linears 256-128-10 forward + backward over
-    ``[T*B, 256]`` spikes.
+    forward + backward, with the gradients a training step gives them (dL/dspikes of the
+    hidden layers, dL/dmembrane of the output layer); layers23_fwd_bwd: the Linears
+    256-128-10 forward + backward over ``[T*B, 256]`` spikes.
     """
 
     def __init__(self, T: int, seed: int = 0):
@@ -222,13 +223,18 @@ class Parts:
         lap("l1_fwd_events")
         torch.mm(g.t(), x), g.sum(0)
         lap("l1_wgrad_dense")
-        events.event_weight_grad(ev, g), g.sum(0)
+        events.event_grads(ev, g)
         lap("l1_wgrad_events")
         currents = [torch.randn(T, B, n, requires_grad=True) for n in SIZES[1:]]
+        # the gradients a training step gives them: dL/dspikes for the hidden layers (their
+        # spikes feed the next Linear), dL/dmembrane for the output layer (mean-membrane
+        # readout; its spikes are unused)
+        grads = [torch.randn(T, B, n) / (T * B) for n in SIZES[1:]]
         clock.append(_now())
-        for cur in currents:
+        for layer, (cur, grad) in enumerate(zip(currents, grads)):
             spk, mem = neuron_sequence("leaky", cur, LIFParams())
-            (spk.sum() + mem.sum()).backward()
+            out = mem if layer == len(currents) - 1 else spk
+            torch.autograd.backward(out, grad)
         lap("neurons_fwd_bwd")
         h = (torch.rand(T * B, SIZES[1]) < 0.4).float().requires_grad_(True)
         clock.append(_now())

@@ -866,7 +866,7 @@ def conv_verdict(model: str, snn: float, ann: float) -> str:
     level = met_or_missed(snn, CONV_TARGET)
     if math.isnan(ann):
         return f"≥ {CONV_TARGET} %: {level}; the conv ANN {NOT_RUN}"
-    behind = round(ann - snn, 2)
+    behind = round(round(ann, 2) - round(snn, 2), 2) + 0.0  # as printed; never "-0.00"
     where = f"{behind:.2f} behind" if behind >= 0 else f"{-behind:.2f} ahead of"
     over = round(behind - CONV_GAP, 2)
     close = "met" if over <= 0 else f"missed by {over:.2f}"

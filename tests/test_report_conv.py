@@ -152,6 +152,10 @@ def test_verdict_when_the_snn_leads_or_the_ann_is_missing():
     assert conv_verdict("conv_snn", 99.0, float("nan")) == (
         "≥ 99.3 %: missed by 0.30; the conv ANN not run yet"
     )
+    # level as printed (99.44 and 99.44): "0.00 behind", never "-0.00"
+    assert conv_verdict("conv_snn", 99.4400001, 99.4399999) == (
+        "≥ 99.3 %: met (+0.14); 0.00 behind the conv ANN (≤ 0.2 allowed): met"
+    )
 
 
 def test_precision_table_sets_bf16_beside_float32():

@@ -419,8 +419,9 @@ class Report:
             rows.append(self._search_row(self.root / "round2" / "search" / m, f"study2_{m}", m))
         self.add("Searches:", "", to_markdown(pd.DataFrame(rows)), "")
         self.add(f"Runs: {self.recorded(*(f'tuned2_{m}' for m in MODELS))}.", "")
-        self.add(to_markdown(round_two_table(self.runs)), "")
-        self.fits()
+        table = round_two_table(self.runs)
+        self.add(to_markdown(table), "")
+        self.fits(table)
         df = self.part("t_sweep2")
         if not df.empty:
             self.add("The round-two temporal recipe at each T:", "", to_markdown(t_table(df)), "")
@@ -436,8 +437,9 @@ class Report:
                                  "Test acc. (%)": _pct(g["test_acc"])})  # fmt: skip
             self.add("Fashion-MNIST, the MNIST recipes:", "", to_markdown(pd.DataFrame(rows)), "")
 
-    def fits(self) -> None:
-        """How the round-two tuned runs fit, and what that says about each missed target."""
+    def fits(self, table: pd.DataFrame) -> None:
+        """How the round-two tuned runs fit, and what that says about each missed target
+        (``table``: :func:`round_two_table` of the runs, whose verdicts it reads)."""
         history = self.col.completed_history
         if self.runs.empty or history.empty:
             return
@@ -453,7 +455,7 @@ class Report:
             to_markdown(fit_table(rows)),
             "",
         )
-        verdicts = round_two_table(self.runs).set_index("model")["target"]
+        verdicts = table.set_index("model")["target"]
         lines = []
         for r in rows.itertuples():
             verdict = str(verdicts.get(MODEL_NAMES[r.model], ""))

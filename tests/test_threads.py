@@ -67,3 +67,59 @@ def test_kernels_survive_concurrent_callers():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", (
         f"exit {proc.returncode}: {proc.stderr[-2000:]}"
     )
+
+
+POOL_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import sys
+    import numba
+    import torch
+    from snnbench.maths import encoding, events, lif_cpu
+    from snnbench.maths.neurons import LIFParams
+
+    events.PARALLEL_MIN = 0  # every kernel launches in parallel
+    torch.set_num_threads(int(sys.argv[1]))
+    before = torch.get_num_threads()
+    torch.manual_seed(0)
+    x = (torch.rand(20, 64, 784) < 0.2).float()
+    cur = torch.randn(20, 64, 256)
+    images = (torch.rand(64, 28, 28) * 255).to(torch.uint8)
+
+    def work():
+        ev = events.from_dense(x)
+        spk, mem = lif_cpu.leaky_forward(cur, torch.tensor(0.9), LIFParams())
+        dense = encoding.rate(images, 24, generator=torch.Generator().manual_seed(1))
+        return ev.indices, spk, mem, dense
+
+    ref = work()
+    print(numba.threading_layer(), events.threading_layer(), before, torch.get_num_threads())
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:  # a forked child (as DataLoader workers are: torch on one thread)
+        torch.set_num_threads(1)
+        same = all(torch.equal(a, b) for a, b in zip(work(), ref))
+        os._exit(0 if same else 1)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    """
+)
+
+
+@pytest.mark.skipif(not events.available(), reason="needs numba")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernels_share_torch_openmp_keep_its_thread_count_and_run_in_a_forked_child(threads):
+    """numba runs on torch's OpenMP runtime where torch has one (one pool of threads, not two
+    fighting over the cores), its pool starting leaves torch's thread count as it was, and a
+    fork of a process whose pool ran gets the same answers on the calling thread (GNU OpenMP
+    would terminate it)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", POOL_SCRIPT, str(threads)], capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    layer, chosen, before, after, child = proc.stdout.split()
+    assert layer == chosen  # the layer threading_layer() picked is the one numba runs
+    if events._torch_openmp() is not None:  # torch on GNU OpenMP (Linux wheels): shared
+        assert layer == "omp"
+    assert int(before) == threads and int(after) == threads
+    assert child == "0", proc.stderr[-2000:]

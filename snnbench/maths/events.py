@@ -23,6 +23,7 @@ equal the dense ``x @ W^T + b`` within float32 summation-order error.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
@@ -38,16 +39,49 @@ try:  # numba is a declared dependency, but the dense path must work without it
     import numba
     from numba import njit, prange
 
-    # numba's OpenMP layer shares libgomp with torch and resets torch's thread count
-    # (trainer.num_threads) when it starts; its own thread pool leaves torch alone. That
-    # pool ("workqueue") aborts the process when two threads launch parallel kernels at
-    # once, so every call into a parallel kernel here goes through :func:`launch` (a lock).
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        numba.config.THREADING_LAYER = "workqueue"
     _NUMBA_ERROR: str | None = None
 except ImportError as exc:  # pragma: no cover - exercised only where numba is missing
     numba = None
     _NUMBA_ERROR = f"{type(exc).__name__}: {exc}"
+
+
+def _torch_openmp() -> str | None:
+    """The file of the GNU OpenMP runtime in the process's global symbol scope, where torch
+    runs on OpenMP (Linux: torch loads its ``libgomp`` globally); None elsewhere.
+
+    A library loaded later, such as numba's OpenMP layer, binds its OpenMP calls to that
+    runtime even when it brings another ``libgomp`` file along."""
+    if "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        address = ctypes.cast(ctypes.CDLL(None).GOMP_parallel, ctypes.c_void_p).value
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                start, end = (int(v, 16) for v in fields[0].split("-"))
+                if start <= address < end and len(fields) > 5:
+                    return fields[5]
+    except (AttributeError, OSError, ValueError, TypeError):
+        pass
+    return None
+
+
+def threading_layer() -> str:
+    """numba's pool for the parallel kernels: ``omp`` where torch's GNU OpenMP is in the
+    global scope (numba's OpenMP layer then runs on it: one pool of threads serves the torch
+    ops and the kernels in turn; two pools on the same cores, each spinning while the other
+    works, made a 2-thread training step as slow as a 1-thread one), else ``workqueue``
+    (numba's own pool). The OpenMP layer falls back to ``workqueue`` where it cannot load.
+    ``NUMBA_THREADING_LAYER`` set by the user wins."""
+    return "workqueue" if _torch_openmp() is None else "omp"
+
+
+if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
+    if threading_layer() == "omp":
+        numba.config.THREADING_LAYER = "default"  # the first of the priority list that loads
+        numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+    else:
+        numba.config.THREADING_LAYER = "workqueue"
 
 _WARNED = False
 
@@ -87,11 +121,6 @@ def use_events(mode: str, spiking: bool, engine: str, encoding: str, device: tor
     return True
 
 
-def set_threads() -> None:
-    """numba's threads for this thread's next launch: torch's count, within numba's pool."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-
-
 #: Work (elements) from which a kernel is split over threads: below it a parallel launch
 #: (~0.1 ms) costs more than it saves, and the kernel runs on the calling thread.
 PARALLEL_MIN = 1 << 20
@@ -106,25 +135,60 @@ WGRAD_ADDS_PER_ELEMENT = 16
 
 def threads_for(work: int) -> int:
     """Threads for a kernel over ``work`` elements: torch's count, or 1 below
-    :data:`PARALLEL_MIN`."""
-    if work < PARALLEL_MIN:
+    :data:`PARALLEL_MIN` and in a forked child that cannot launch (:func:`launch`)."""
+    if work < PARALLEL_MIN or _POOL.forked:
         return 1
     return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
+@dataclass
+class _Pool:
+    """What this process knows of numba's thread pool."""
+
+    started_in: int | None = None  # the pid that launched a parallel kernel first
+    forked: bool = False  # a fork of a process whose GNU OpenMP pool ran: no launch here
+    serial: dict = field(default_factory=dict)  # parallel kernel -> its serial twin
+
+
+_POOL = _Pool()
 #: Held while a parallel kernel runs: numba's workqueue layer is not thread-safe.
 _LAUNCH_LOCK = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # GNU OpenMP cannot run in a fork of a process that started it: numba's OpenMP layer
+    # terminates the child on its first launch, so the child runs the kernels serially
+    if _POOL.started_in is not None and numba.threading_layer() == "omp":
+        _POOL.forked = True
+
+
+if numba is not None:
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def launch(kernel, *args):
     """Run a ``parallel=True`` kernel with torch's thread count, one launch at a time.
 
-    Callers on other Python threads wait instead of aborting the process (workqueue layer);
-    with a thread-safe layer chosen by ``NUMBA_THREADING_LAYER`` the lock costs ~0.1 us.
+    Callers on other Python threads wait instead of aborting the process (workqueue layer).
+    The OpenMP layer sets the runtime's thread count (torch's) to numba's when its pool
+    starts; torch's count is put back. In a forked child that cannot launch, the kernel's
+    serial twin (the same code, compiled without ``parallel``) runs on the calling thread.
     """
+    if _POOL.forked:
+        serial = _POOL.serial.get(kernel)
+        if serial is None:
+            serial = _POOL.serial[kernel] = njit(error_model="numpy")(kernel.py_func)
+        return serial(*args)
     with _LAUNCH_LOCK:
-        set_threads()
-        return kernel(*args)
+        torch_threads = torch.get_num_threads()
+        numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
+        try:
+            return kernel(*args)
+        finally:
+            if _POOL.started_in is None:
+                _POOL.started_in = os.getpid()
+            if torch.get_num_threads() != torch_threads:
+                torch.set_num_threads(torch_threads)
 
 
 # ------------------------------------------------------------------------------ kernels

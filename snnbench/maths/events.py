@@ -131,6 +131,10 @@ BY_SAMPLE_MIN_STEPS = 8
 #: Additions of the layer's kernels (forward, weight gradient) that count as one element of
 #: work.
 WGRAD_ADDS_PER_ELEMENT = 16
+#: By sample, the weight gradient is summed as this many partial gradients (one per range
+#: of samples, each on one thread at a time), added in order: the same sums on any thread
+#: count up to this many.
+WGRAD_PARTS = 4
 
 
 def threads_for(work: int) -> int:
@@ -463,29 +467,30 @@ if numba is not None:
         return tmask
 
     @njit(cache=True, error_model="numpy", boundscheck=False)
-    def _wgrad_cols(active, n_active, bits, g, T, acc, gsum, o0, o1):  # pragma: no cover
-        """Columns ``o0:o1`` of ``acc[i] += sum over steps t where input i of sample b spiked
-        of g[t*B + b]``: g ``[T*B, O]``, acc ``[N, O]`` (zeros on entry); ``gsum[O]`` gets
-        the sum of all rows (the bias gradient, from the per-sample sums it needs anyway)."""
+    def _wgrad_rows(active, n_active, bits, g, T, acc, gsum, b0, b1):  # pragma: no cover
+        """Samples ``b0:b1``'s part of ``acc[i] += sum over steps t where input i of sample
+        b spiked of g[t*B + b]``: g ``[T*B, O]``, acc ``[N, O]`` (zeros on entry); ``gsum[O]``
+        gets the sum of their rows (the bias gradient, from the per-sample sums it needs
+        anyway)."""
         B, N = active.shape
-        n = o1 - o0
+        n = g.shape[1]
         gb = np.empty((T, n), dtype=g.dtype)  # sample b's rows, contiguous (no set conflicts)
         tot = np.empty(n, dtype=g.dtype)
         tmp = np.empty(n, dtype=g.dtype)
         steps = np.empty(T, dtype=np.int64)
         tmask = _step_masks(T)
         words = np.empty((N, tmask.shape[0]), dtype=np.uint64)
-        for b in range(B):
+        for b in range(b0, b1):
             na = n_active[b]
             for o in range(n):
                 tot[o] = 0
             for t in range(T):
-                src, dst = g[t * B + b, o0:o1], gb[t]
+                src, dst = g[t * B + b], gb[t]
                 for o in range(n):
                     x = src[o]
                     dst[o] = x
                     tot[o] += x
-            gs = gsum[o0:o1]
+            gs = gsum
             for o in range(n):
                 gs[o] += tot[o]
             _step_words(bits, b, na, T, words, tmask)
@@ -519,33 +524,34 @@ if numba is not None:
                         for o in range(n):
                             tmp[o] += r0[o]
                     s += 1
-                a = acc[active[b, j], o0:o1]
+                a = acc[active[b, j]]
                 for o in range(n):
                     a[o] += tmp[o]
 
     @njit(parallel=True, cache=True, error_model="numpy", boundscheck=False)
-    def _wgrad_par(active, n_active, bits, g, T, acc, gsum, n_chunks):  # pragma: no cover
-        """:func:`_wgrad_cols` with the columns split over ``n_chunks`` threads."""
-        n_out = g.shape[1]
-        step = (n_out + n_chunks - 1) // n_chunks
-        for c in prange(n_chunks):
-            o0 = min(n_out, c * step)
-            _wgrad_cols(active, n_active, bits, g, T, acc, gsum, o0, min(n_out, o0 + step))
+    def _wgrad_par(active, n_active, bits, g, T, parts, psums):  # pragma: no cover
+        """:func:`_wgrad_rows` of the ``P`` sample ranges into ``parts[p]`` ``[N, O]`` and
+        ``psums[p]`` ``[O]``, the ranges split over the threads."""
+        B, P = active.shape[0], parts.shape[0]
+        step = (B + P - 1) // P
+        for p in prange(P):
+            b0 = min(B, p * step)
+            _wgrad_rows(active, n_active, bits, g, T, parts[p], psums[p], b0, min(B, b0 + step))
 
     @njit(cache=True, error_model="numpy", boundscheck=False)
-    def _fwd_cols(active, n_active, bits, wt, bias, T, out, o0, o1):  # pragma: no cover
-        """Columns ``o0:o1`` of ``out[t*B + b] = (sum of wt[i] over the inputs i that spiked
-        at step t in sample b) + bias``: wt ``[N, O]``, bias ``[O]`` or ``[0]`` (none), out
-        ``[T*B, O]``. A pair that spiked at most steps goes into the sample's all-steps part
-        once and out of its silent steps."""
+    def _fwd_rows(active, n_active, bits, wt, bias, T, out, b0, b1):  # pragma: no cover
+        """The rows of samples ``b0:b1`` of ``out[t*B + b] = (sum of wt[i] over the inputs i
+        that spiked at step t in sample b) + bias``: wt ``[N, O]``, bias ``[O]`` or ``[0]``
+        (none), out ``[T*B, O]``. A pair that spiked at most steps goes into the sample's
+        all-steps part once and out of its silent steps."""
         B, N = active.shape
-        n = o1 - o0
+        n = wt.shape[1]
         cb = np.empty((T, n), dtype=wt.dtype)  # sample b's rows, contiguous
         every = np.empty(n, dtype=wt.dtype)  # the columns of the pairs taken as complements
         steps = np.empty(T, dtype=np.int64)
         tmask = _step_masks(T)
         words = np.empty((N, tmask.shape[0]), dtype=np.uint64)
-        for b in range(B):
+        for b in range(b0, b1):
             na = n_active[b]
             for t in range(T):
                 c = cb[t]
@@ -558,7 +564,7 @@ if numba is not None:
                 m, comp = _pair_steps(words, j, T, steps)
                 if m == 0 and not comp:
                     continue
-                w = wt[active[b, j], o0:o1]
+                w = wt[active[b, j]]
                 if comp:
                     for o in range(n):
                         every[o] += w[o]
@@ -572,9 +578,9 @@ if numba is not None:
                         for o in range(n):
                             c[o] += w[o]
             for t in range(T):
-                c, dst = cb[t], out[t * B + b, o0:o1]
+                c, dst = cb[t], out[t * B + b]
                 if bias.shape[0]:
-                    bs = bias[o0:o1]
+                    bs = bias
                     for o in range(n):
                         dst[o] = (every[o] + c[o]) + bs[o]
                 else:
@@ -583,12 +589,13 @@ if numba is not None:
 
     @njit(parallel=True, cache=True, error_model="numpy", boundscheck=False)
     def _fwd_par(active, n_active, bits, wt, bias, T, out, n_chunks):  # pragma: no cover
-        """:func:`_fwd_cols` with the columns split over ``n_chunks`` threads."""
-        n_out = wt.shape[1]
-        step = (n_out + n_chunks - 1) // n_chunks
+        """:func:`_fwd_rows` with the samples split over ``n_chunks`` threads (each output
+        row is one thread's: the same sums on any thread count)."""
+        B = active.shape[0]
+        step = (B + n_chunks - 1) // n_chunks
         for c in prange(n_chunks):
-            o0 = min(n_out, c * step)
-            _fwd_cols(active, n_active, bits, wt, bias, T, out, o0, min(n_out, o0 + step))
+            b0 = min(B, c * step)
+            _fwd_rows(active, n_active, bits, wt, bias, T, out, b0, min(B, b0 + step))
 
     @njit(cache=True, error_model="numpy", boundscheck=False)
     def _wgrad_csr_cols(offsets, indices, g, acc, o0, o1):  # pragma: no cover - compiled
@@ -825,9 +832,9 @@ def event_forward(events: SpikeEvents, weight: torch.Tensor, bias: torch.Tensor 
         if out.numel():
             active, n_active, bits = events.step_bits().arrays()
             args = (active, n_active, bits, wt.numpy(), fused.numpy(), T, out.numpy())
-            n = _threads_over_columns(events.nnz, wt.shape[1])
+            n = min(threads_for(events.nnz * wt.shape[1] // WGRAD_ADDS_PER_ELEMENT), B)
             if n == 1:
-                _fwd_cols(*args, 0, wt.shape[1])
+                _fwd_rows(*args, 0, B)
             else:
                 launch(_fwd_par, *args, n)
         if low:
@@ -850,29 +857,40 @@ def event_grads(events: SpikeEvents, grad: torch.Tensor) -> tuple[torch.Tensor, 
     each (sample, input) pair adds the gradient rows of its spiking steps, or the sum over
     all steps minus its silent ones where those are fewer; each pair's sum is added to the
     input's row once; the per-sample sums over all steps add up to the bias gradient.
-    Below, each event adds its row to its input's row. Threads split the output columns
-    (the same sums on any thread count).
+    The samples are cut into :data:`WGRAD_PARTS` ranges, each summed apart (one thread's
+    at a time), and the partial sums are added in order. Below, each event adds its row to
+    its input's row, threads splitting the output columns. Either way the sums do not
+    depend on the thread count.
     """
     g = grad.detach().contiguous()
     if g.dtype != torch.float32:
         g = g.float()
     T, B, N = events.shape
-    acc = np.zeros((N, g.shape[1]), dtype=np.float32)
-    n = _threads_over_columns(events.nnz, g.shape[1])
     if T < BY_SAMPLE_MIN_STEPS:
+        acc = np.zeros((N, g.shape[1]), dtype=np.float32)
+        n = _threads_over_columns(events.nnz, g.shape[1])
         args = (events.offsets.numpy(), events.indices.numpy(), g.numpy(), acc)
         if n == 1:
             _wgrad_csr_cols(*args, 0, g.shape[1])
         else:
             launch(_wgrad_csr_par, *args, n)
         return torch.from_numpy(acc).t().contiguous(), g.sum(0)
-    gsum = np.zeros(g.shape[1], dtype=np.float32)
     active, n_active, bits = events.step_bits().arrays()
-    args = (active, n_active, bits, g.numpy(), T, acc, gsum)
-    if n == 1:
-        _wgrad_cols(*args, 0, g.shape[1])
+    P = WGRAD_PARTS
+    parts = np.zeros((P, N, g.shape[1]), dtype=np.float32)
+    psums = np.zeros((P, g.shape[1]), dtype=np.float32)
+    args = (active, n_active, bits, g.numpy(), T, parts, psums)
+    if threads_for(events.nnz * g.shape[1] // WGRAD_ADDS_PER_ELEMENT) == 1:
+        step = (B + P - 1) // P
+        for p in range(P):
+            b0 = min(B, p * step)
+            _wgrad_rows(*args[:5], parts[p], psums[p], b0, min(B, b0 + step))
     else:
-        launch(_wgrad_par, *args, n)
+        launch(_wgrad_par, *args)
+    acc, gsum = parts[0], psums[0]
+    for p in range(1, P):  # in order: the same sums on any thread count
+        acc += parts[p]
+        gsum += psums[p]
     return torch.from_numpy(acc).t().contiguous(), torch.from_numpy(gsum)
 
 

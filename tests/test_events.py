@@ -254,7 +254,7 @@ def test_kernels_agree_on_the_calling_thread_and_split_over_threads(monkeypatch)
         out[name] = ev, events.event_weight_grad(ev, g)
     (ev_s, w_s), (ev_p, w_p) = out["serial"], out["parallel"]
     assert torch.equal(ev_s.offsets, ev_p.offsets) and torch.equal(ev_s.indices, ev_p.indices)
-    assert torch.equal(w_p, w_s)  # threads split the output columns: the same sums
+    assert torch.equal(w_p, w_s)  # fixed sample ranges summed in order: the same sums
     exact = g.double().t() @ ev_s.to_dense().reshape(13 * 21, -1).double()
     assert rel_err(w_s.double(), exact) < 1e-6
 
@@ -289,8 +289,10 @@ def test_step_bits_of_the_encoder_and_of_the_csr_are_the_same_spikes(T):
 def test_layer_by_sample_with_complements_across_word_boundaries(T, monkeypatch):
     """Pairs that spike at most steps take the all-steps sum minus the silent steps, forward
     and backward; T around multiples of 64 (the bit words) and of 4 (the encoder's groups);
-    the by-sample form at every T (the layer uses it from BY_SAMPLE_MIN_STEPS on)."""
+    the by-sample form at every T (the layer uses it from BY_SAMPLE_MIN_STEPS on, its
+    gradient from WGRAD_BY_SAMPLE_MIN_STEPS on)."""
     monkeypatch.setattr(events, "BY_SAMPLE_MIN_STEPS", 1)
+    monkeypatch.setattr(events, "WGRAD_BY_SAMPLE_MIN_STEPS", 1)
     B, N, n_out = 3, 50, 19
     g0 = torch.Generator().manual_seed(T)
     p = torch.rand(1, B, N, generator=g0)  # per-pair rates from 0 to 1: both paths
@@ -330,6 +332,7 @@ def test_by_sample_and_event_by_event_agree(threads, monkeypatch):
         out = []
         for threshold in (1, 1000):
             monkeypatch.setattr(events, "BY_SAMPLE_MIN_STEPS", threshold)
+            monkeypatch.setattr(events, "WGRAD_BY_SAMPLE_MIN_STEPS", threshold)
             out.append((events.event_forward(ev, w, None), *events.event_grads(ev, g)))
         for a, b in zip(*out):
             assert rel_err(a, b) < 1e-6

@@ -76,8 +76,9 @@ def threading_layer() -> str:
     return "workqueue" if _torch_openmp() is None else "omp"
 
 
+_LAYER = os.environ.get("NUMBA_THREADING_LAYER", "").lower() or threading_layer()
 if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
-    if threading_layer() == "omp":
+    if _LAYER == "omp":
         numba.config.THREADING_LAYER = "default"  # the first of the priority list that loads
         numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
     else:
@@ -122,12 +123,18 @@ def use_events(mode: str, spiking: bool, engine: str, encoding: str, device: tor
 
 
 #: Work (elements) from which a kernel is split over threads: below it a parallel launch
-#: (~0.1 ms) costs more than it saves, and the kernel runs on the calling thread.
-PARALLEL_MIN = 1 << 20
+#: costs more than it saves, and the kernel runs on the calling thread. A launch on torch's
+#: OpenMP pool (threads already up) costs ~5 us, one on numba's own pool ~0.13 ms (the
+#: 2-thread leaky forward breaks even at ~10^5 and ~10^6 elements).
+PARALLEL_MIN = 1 << 17 if _LAYER == "omp" else 1 << 20
 #: From this many steps on, the layer runs by sample (:class:`StepBits`); below, event by
 #: event (at T=5 both cost the same, at T=1 the per-pair work costs 2.5x; T=8: by sample
 #: 15 % (forward) and 30 % (weight gradient) faster).
 BY_SAMPLE_MIN_STEPS = 8
+#: The same for the weight gradient, whose by-sample form splits over threads (the
+#: event-by-event one runs on the calling thread): at T=5, B=128 it took 0.90 ms on two
+#: threads against 1.17 ms event by event (1.33 on one thread); at T=2 0.87 against 0.64.
+WGRAD_BY_SAMPLE_MIN_STEPS = 5
 #: Additions of the layer's kernels (forward, weight gradient) that count as one element of
 #: work.
 WGRAD_ADDS_PER_ELEMENT = 16
@@ -598,24 +605,16 @@ if numba is not None:
             _fwd_rows(active, n_active, bits, wt, bias, T, out, b0, min(B, b0 + step))
 
     @njit(cache=True, error_model="numpy", boundscheck=False)
-    def _wgrad_csr_cols(offsets, indices, g, acc, o0, o1):  # pragma: no cover - compiled
-        """Columns ``o0:o1`` of ``acc[i] += g[r]`` for every event (r, i), in row order
-        (small T, where the by-sample form's per-pair work does not pay)."""
+    def _wgrad_csr(offsets, indices, g, acc):  # pragma: no cover - compiled
+        """``acc[i] += g[r]`` for every event (r, i), in row order (small T, where the
+        by-sample form's per-pair work does not pay)."""
+        n = g.shape[1]
         for row in range(g.shape[0]):
-            gr = g[row, o0:o1]
+            gr = g[row]
             for j in range(offsets[row], offsets[row + 1]):
-                a = acc[indices[j], o0:o1]
-                for o in range(o1 - o0):
+                a = acc[indices[j]]
+                for o in range(n):
                     a[o] += gr[o]
-
-    @njit(parallel=True, cache=True, error_model="numpy", boundscheck=False)
-    def _wgrad_csr_par(offsets, indices, g, acc, n_chunks):  # pragma: no cover - compiled
-        """:func:`_wgrad_csr_cols` with the columns split over ``n_chunks`` threads."""
-        n_out = g.shape[1]
-        step = (n_out + n_chunks - 1) // n_chunks
-        for c in prange(n_chunks):
-            o0 = min(n_out, c * step)
-            _wgrad_csr_cols(offsets, indices, g, acc, o0, min(n_out, o0 + step))
 
     @njit(cache=True, error_model="numpy", boundscheck=False)
     def _bits_from_csr(offsets, indices, T, B, N):  # pragma: no cover - compiled
@@ -844,36 +843,26 @@ def event_forward(events: SpikeEvents, weight: torch.Tensor, bias: torch.Tensor 
     return out
 
 
-def _threads_over_columns(nnz: int, n_out: int) -> int:
-    """Threads for a layer kernel over ``nnz`` events and ``n_out`` columns."""
-    return min(threads_for(nnz * n_out // WGRAD_ADDS_PER_ELEMENT), n_out)
-
-
 def event_grads(events: SpikeEvents, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``grad^T @ x`` and ``grad.sum(0)`` for event input: grad ``[T*B, O]`` -> weight
     gradient ``[O, N]`` and bias gradient ``[O]``.
 
-    From T = :data:`BY_SAMPLE_MIN_STEPS` on, by sample (:meth:`SpikeEvents.step_bits`):
+    From T = :data:`WGRAD_BY_SAMPLE_MIN_STEPS` on, by sample (:meth:`SpikeEvents.step_bits`):
     each (sample, input) pair adds the gradient rows of its spiking steps, or the sum over
     all steps minus its silent ones where those are fewer; each pair's sum is added to the
     input's row once; the per-sample sums over all steps add up to the bias gradient.
     The samples are cut into :data:`WGRAD_PARTS` ranges, each summed apart (one thread's
     at a time), and the partial sums are added in order. Below, each event adds its row to
-    its input's row, threads splitting the output columns. Either way the sums do not
-    depend on the thread count.
+    its input's row, on the calling thread (split over the columns, two threads took twice
+    as long as one). Either way the sums do not depend on the thread count.
     """
     g = grad.detach().contiguous()
     if g.dtype != torch.float32:
         g = g.float()
     T, B, N = events.shape
-    if T < BY_SAMPLE_MIN_STEPS:
+    if T < WGRAD_BY_SAMPLE_MIN_STEPS:
         acc = np.zeros((N, g.shape[1]), dtype=np.float32)
-        n = _threads_over_columns(events.nnz, g.shape[1])
-        args = (events.offsets.numpy(), events.indices.numpy(), g.numpy(), acc)
-        if n == 1:
-            _wgrad_csr_cols(*args, 0, g.shape[1])
-        else:
-            launch(_wgrad_csr_par, *args, n)
+        _wgrad_csr(events.offsets.numpy(), events.indices.numpy(), g.numpy(), acc)
         return torch.from_numpy(acc).t().contiguous(), g.sum(0)
     active, n_active, bits = events.step_bits().arrays()
     P = WGRAD_PARTS

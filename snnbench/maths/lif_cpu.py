@@ -13,7 +13,7 @@ call over the flattened ``[T, M]`` (``M = B*N``) arrays:
   vectorises (SIMD across ``B*N``);
 * work of at least ``events.PARALLEL_MIN`` elements is split over threads in contiguous
   chunks of blocks (one parallel launch per call); smaller work runs on the calling thread,
-  since a parallel launch costs ~0.1 ms (more than a whole T=5 layer).
+  where a launch would cost more than it saves (see ``events.PARALLEL_MIN``).
 
 The forward performs the same float32 operations in the same order as the torch loop (and
 ``snn.Leaky`` / ``snn.Synaptic``): ``mem = beta * mem_prev`` (zero reset: ``mem - mem *

@@ -424,7 +424,8 @@ class Report:
         self.fits(table)
         df = self.part("t_sweep2")
         if not df.empty:
-            self.add("The round-two temporal recipe at each T:", "", to_markdown(t_table(df)), "")
+            self.add(f"The round-two temporal recipe at each T (started {recorded_dates(df)}):",
+                     "", to_markdown(t_table(df)), "")  # fmt: skip
         if (self.runs["part"] == "precision2_temporal").any():
             self.add(PRECISION_LINE, "", to_markdown(precision_table(self.runs)), "")
         fashion = self.part("fashion_tuned", "fashion2_tuned", dataset="fashion_mnist")
@@ -617,6 +618,20 @@ def study_plan(name: str | None) -> StudyPlan:
         return load_plan(name or "published")
     except ConfigError:
         return load_plan("published")
+
+
+def recorded_dates(df: pd.DataFrame) -> str:
+    """When the runs of ``df`` started (UTC), as ``2026-11-29 13:21–18:19 UTC`` or
+    ``2026-11-29 13:21 to 2026-12-01 01:00 UTC``: their timings are those of the code of that
+    time; ``unknown`` when none says."""
+    col = df["started_at"] if "started_at" in df else pd.Series(dtype=object)
+    times = pd.to_datetime(col.dropna(), utc=True, errors="coerce", format="ISO8601").dropna()
+    if times.empty:
+        return "unknown"
+    first, last = times.min(), times.max()
+    if first.date() == last.date():
+        return f"{first:%Y-%m-%d %H:%M}–{last:%H:%M} UTC"
+    return f"{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC"
 
 
 def t_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -1022,7 +1037,8 @@ def results_block(col: Collection) -> str:
         t_rows = t_table(sweep)
         lines += [
             "The tuned temporal recipe at each T (10 epochs; every column a mean over the n "
-            "runs of that T; s/epoch: 1 thread, 2 runs sharing 2 cores):",
+            "runs of that T; s/epoch: 1 thread, 2 runs sharing 2 cores, started "
+            f"{recorded_dates(sweep)}):",
             "",
             to_markdown(t_rows).rstrip(),
             "",
@@ -1037,8 +1053,8 @@ def results_block(col: Collection) -> str:
         ]
     sweep2 = runs[runs["part"] == "t_sweep2"]
     if not sweep2.empty:
-        lines += ["The round-two temporal recipe at each T:", "",
-                  to_markdown(t_table(sweep2)).rstrip(), ""]  # fmt: skip
+        lines += [f"The round-two temporal recipe at each T (started {recorded_dates(sweep2)}):",
+                  "", to_markdown(t_table(sweep2)).rstrip(), ""]  # fmt: skip
     if (runs["part"] == "precision2_temporal").any():
         lines += [PRECISION_LINE, "", to_markdown(precision_table(runs)).rstrip(), ""]
     conv_runs = col.completed.assign(part=col.completed["tag"].fillna("untagged"))

@@ -16,6 +16,7 @@ from analysis.study import (
     conv_table,
     met_or_missed,
     precision_table,
+    recorded_dates,
     results_block,
     write_study_report,
 )
@@ -189,3 +190,14 @@ def test_met_or_missed_compares_what_the_tables_print():
     assert met_or_missed(98.394, 98.4) == "missed by 0.01"
     assert met_or_missed(98.97, 98.9) == "met (+0.07)"
     assert met_or_missed(98.45, 98.8) == "missed by 0.35"
+
+
+def test_recorded_dates_say_which_engine_timed_the_runs():
+    """The T tables' captions say when their runs started (their s/epoch are the code of
+    that time)."""
+    one = pd.DataFrame({"started_at": ["2026-11-29T18:19:00+00:00", "2026-11-29T13:21:30"]})
+    two = pd.DataFrame({"started_at": ["2026-12-01T01:00:00+00:00", None, "2026-11-29T13:21"]})
+    assert recorded_dates(one) == "2026-11-29 13:21–18:19 UTC"
+    assert recorded_dates(two) == "2026-11-29 13:21 to 2026-12-01 01:00 UTC"
+    assert recorded_dates(pd.DataFrame({"started_at": [None]})) == "unknown"
+    assert recorded_dates(pd.DataFrame({"T": [5]})) == "unknown"

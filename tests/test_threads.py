@@ -119,7 +119,31 @@ def test_kernels_share_torch_openmp_keep_its_thread_count_and_run_in_a_forked_ch
     assert proc.returncode == 0, proc.stderr[-2000:]
     layer, chosen, before, after, child = proc.stdout.split()
     assert layer == chosen  # the layer threading_layer() picked is the one numba runs
-    if events._torch_openmp() is not None:  # torch on GNU OpenMP (Linux wheels): shared
-        assert layer == "omp"
+    if events._torch_openmp() is not None and events._omp_layer_loads():
+        assert layer == "omp"  # torch on GNU OpenMP (Linux wheels), numba's layer there
     assert int(before) == threads and int(after) == threads
     assert child == "0", proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(not events.available(), reason="needs numba")
+def test_without_numbas_openmp_layer_the_kernels_run_on_its_own_pool():
+    """Where numba's OpenMP layer cannot load (no system libgomp), numba's own pool runs the
+    kernels, with the same answers."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["numba.np.ufunc.omppool"] = None  # its import now fails
+        import numba
+        import torch
+        from snnbench.maths import events
+        events.PARALLEL_MIN = 0
+        x = (torch.rand(20, 64, 784, generator=torch.Generator().manual_seed(0)) < 0.2).float()
+        ev = events.from_dense(x)
+        same = torch.equal(ev.to_dense(), x)
+        print(events.threading_layer(), numba.threading_layer(), same)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["workqueue", "workqueue", "True"]

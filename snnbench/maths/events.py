@@ -71,18 +71,23 @@ def threading_layer() -> str:
     global scope (numba's OpenMP layer then runs on it: one pool of threads serves the torch
     ops and the kernels in turn; two pools on the same cores, each spinning while the other
     works, made a 2-thread training step as slow as a 1-thread one), else ``workqueue``
-    (numba's own pool). The OpenMP layer falls back to ``workqueue`` where it cannot load.
-    ``NUMBA_THREADING_LAYER`` set by the user wins."""
-    return "workqueue" if _torch_openmp() is None else "omp"
+    (numba's own pool), also where numba's OpenMP layer cannot load (it needs the system's
+    ``libgomp``). ``NUMBA_THREADING_LAYER`` set by the user wins."""
+    return "omp" if _torch_openmp() is not None and _omp_layer_loads() else "workqueue"
+
+
+def _omp_layer_loads() -> bool:
+    """Whether numba's OpenMP threading layer can be imported (no pool is started)."""
+    try:
+        from numba.np.ufunc import omppool  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 _LAYER = os.environ.get("NUMBA_THREADING_LAYER", "").lower() or threading_layer()
 if numba is not None and "NUMBA_THREADING_LAYER" not in os.environ:
-    if _LAYER == "omp":
-        numba.config.THREADING_LAYER = "default"  # the first of the priority list that loads
-        numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
-    else:
-        numba.config.THREADING_LAYER = "workqueue"
+    numba.config.THREADING_LAYER = _LAYER
 
 _WARNED = False
 

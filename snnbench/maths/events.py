@@ -502,9 +502,8 @@ if numba is not None:
                     x = src[o]
                     dst[o] = x
                     tot[o] += x
-            gs = gsum
             for o in range(n):
-                gs[o] += tot[o]
+                gsum[o] += tot[o]
             _step_words(bits, b, na, T, words, tmask)
             for j in range(na):
                 m, comp = _pair_steps(words, j, T, steps)
@@ -592,9 +591,8 @@ if numba is not None:
             for t in range(T):
                 c, dst = cb[t], out[t * B + b]
                 if bias.shape[0]:
-                    bs = bias
                     for o in range(n):
-                        dst[o] = (every[o] + c[o]) + bs[o]
+                        dst[o] = (every[o] + c[o]) + bias[o]
                 else:
                     for o in range(n):
                         dst[o] = every[o] + c[o]
